@@ -1,0 +1,1 @@
+"""Reproducible semantic-segmentation pipeline: DVC stages over small, single-purpose modules."""

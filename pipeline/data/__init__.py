@@ -1,0 +1,1 @@
+"""Dataset sources, the common interim form, preprocessing and the torch Dataset."""

@@ -1,0 +1,41 @@
+"""Reading and writing images and masks with clear errors and atomic writes."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+from PIL import Image, UnidentifiedImageError
+
+from pipeline.atomic import atomic_path
+from pipeline.data.palette import flat_palette
+
+
+class BadSampleError(ValueError):
+    """An input file that cannot serve as a training sample; the message names the file."""
+
+
+def open_image(path: Path) -> Image.Image:
+    try:
+        image = Image.open(path)
+        image.load()
+    except (OSError, UnidentifiedImageError) as error:
+        raise BadSampleError(f"{path}: cannot read image ({error})") from error
+    return image
+
+
+def read_rgb(path: Path) -> np.ndarray:
+    """HxWx3 uint8 RGB, whatever the file's mode (grey, palette, LA, RGBA, 16-bit)."""
+    image = open_image(path)
+    if image.mode in ("I;16", "I;16B", "I"):
+        array = np.asarray(image, dtype=np.float64)
+        scale = 255.0 / max(float(array.max()), 1.0)
+        image = Image.fromarray((array * scale).astype(np.uint8))
+    return np.asarray(image.convert("RGB"))
+
+
+def write_mask_png(mask: np.ndarray, path: Path) -> None:
+    """Write class indices as a palette PNG (viewable in colour, read back as indices)."""
+    image = Image.fromarray(mask.astype(np.uint8), mode="P")
+    image.putpalette(flat_palette())
+    with atomic_path(path) as tmp:
+        image.save(tmp, format="PNG")

@@ -1,0 +1,58 @@
+"""Dataset-level segmentation metrics from one confusion matrix accumulated over the whole split.
+
+Pixels labelled 255 count nowhere. A class absent from both truth and prediction has no IoU (NaN)
+and is left out of the means, as in the VOC and ADE20K protocols.
+"""
+from __future__ import annotations
+
+import numpy as np
+import torch
+from torchmetrics.classification import MulticlassConfusionMatrix
+
+from pipeline.data.palette import IGNORE_INDEX
+
+
+class SegmentationMetrics:
+    """Accumulate a confusion matrix batch by batch; compute every score once at the end."""
+
+    def __init__(self, num_classes: int, ignore_index: int = IGNORE_INDEX):
+        self.num_classes = num_classes
+        self.confusion = MulticlassConfusionMatrix(num_classes, ignore_index=ignore_index)
+
+    def update(self, predictions: torch.Tensor, targets: torch.Tensor) -> None:
+        """predictions and targets: integer class maps of the same shape."""
+        self.confusion.update(predictions.flatten().cpu(), targets.flatten().cpu())
+
+    def reset(self) -> None:
+        self.confusion.reset()
+
+    def confusion_matrix(self) -> np.ndarray:
+        """Rows are the true class, columns the predicted class, entries pixel counts."""
+        return self.confusion.compute().numpy().astype(np.int64)
+
+    def compute(self) -> dict:
+        return scores_from_confusion(self.confusion_matrix())
+
+
+def scores_from_confusion(confusion: np.ndarray) -> dict:
+    """Pixel accuracy, mean class accuracy, mIoU, frequency-weighted IoU, per-class IoU and Dice."""
+    confusion = confusion.astype(np.float64)
+    true_positive = np.diag(confusion)
+    truth = confusion.sum(axis=1)
+    predicted = confusion.sum(axis=0)
+    union = truth + predicted - true_positive
+    present = union > 0
+    with np.errstate(divide="ignore", invalid="ignore"):
+        iou = np.where(present, true_positive / union, np.nan)
+        dice = np.where(present, 2 * true_positive / (truth + predicted), np.nan)
+        class_accuracy = np.where(truth > 0, true_positive / truth, np.nan)
+    total = truth.sum()
+    frequency = truth / total if total else np.zeros_like(truth)
+    return {
+        "pixel_accuracy": float(true_positive.sum() / total) if total else float("nan"),
+        "mean_accuracy": float(np.nanmean(class_accuracy)) if (truth > 0).any() else float("nan"),
+        "miou": float(np.nanmean(iou)) if present.any() else float("nan"),
+        "fw_iou": float(np.nansum(frequency * np.nan_to_num(iou))),
+        "per_class_iou": iou.tolist(),
+        "per_class_dice": dice.tolist(),
+    }

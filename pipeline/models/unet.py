@@ -1,0 +1,64 @@
+"""The classic U-Net (Ronneberger et al., 2015) with padded convolutions, so output size equals input size."""
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+
+class DoubleConv(nn.Sequential):
+    """Two 3x3 convolutions, each followed by batch norm and ReLU."""
+
+    def __init__(self, in_channels: int, out_channels: int, dropout: float = 0.0):
+        super().__init__(
+            nn.Conv2d(in_channels, out_channels, 3, padding=1, bias=False),
+            nn.BatchNorm2d(out_channels),
+            nn.ReLU(inplace=True),
+            nn.Conv2d(out_channels, out_channels, 3, padding=1, bias=False),
+            nn.BatchNorm2d(out_channels),
+            nn.ReLU(inplace=True),
+            *([nn.Dropout2d(dropout)] if dropout > 0 else []),
+        )
+
+
+class UpBlock(nn.Module):
+    """Upsample, concatenate the skip connection, then a double convolution."""
+
+    def __init__(self, in_channels: int, skip_channels: int, out_channels: int, bilinear: bool, dropout: float):
+        super().__init__()
+        if bilinear:
+            self.up = nn.Sequential(nn.Upsample(scale_factor=2, mode="bilinear", align_corners=False),
+                                    nn.Conv2d(in_channels, in_channels // 2, 1))
+        else:
+            self.up = nn.ConvTranspose2d(in_channels, in_channels // 2, 2, stride=2)
+        self.conv = DoubleConv(in_channels // 2 + skip_channels, out_channels, dropout)
+
+    def forward(self, x: torch.Tensor, skip: torch.Tensor) -> torch.Tensor:
+        x = self.up(x)
+        if x.shape[-2:] != skip.shape[-2:]:  # odd sizes: pool floors, so match the skip exactly
+            x = F.interpolate(x, size=skip.shape[-2:], mode="bilinear", align_corners=False)
+        return self.conv(torch.cat([skip, x], dim=1))
+
+
+class UNet(nn.Module):
+    """Encoder of `depth` poolings with channels base*2^i, a symmetric decoder, and a 1x1 head."""
+
+    def __init__(self, num_classes: int, in_channels: int = 3, base_channels: int = 64, depth: int = 4,
+                 bilinear: bool = True, dropout: float = 0.0):
+        super().__init__()
+        channels = [base_channels * 2**level for level in range(depth + 1)]
+        self.stem = DoubleConv(in_channels, channels[0])
+        self.down = nn.ModuleList(DoubleConv(channels[i], channels[i + 1], dropout if i == depth - 1 else 0.0)
+                                  for i in range(depth))
+        self.up = nn.ModuleList(UpBlock(channels[i + 1], channels[i], channels[i], bilinear, 0.0)
+                                for i in reversed(range(depth)))
+        self.head = nn.Conv2d(channels[0], num_classes, 1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        skips = [self.stem(x)]
+        for block in self.down:
+            skips.append(block(F.max_pool2d(skips[-1], 2)))
+        x = skips.pop()
+        for block in self.up:
+            x = block(x, skips.pop())
+        return self.head(x)
