@@ -66,7 +66,7 @@ class AugmentParams:
     hflip: float = 0.5
     scale_limit: float = 0.2
     rotate_limit: float = 10.0
-    shift_scale_rotate: float = 0.5
+    affine: float = 0.5
     color_jitter: float = 0.3
 
 

@@ -31,7 +31,8 @@ class SegmentationMetrics:
         return self.confusion.compute().numpy().astype(np.int64)
 
     def compute(self) -> dict:
-        return scores_from_confusion(self.confusion_matrix())
+        confusion = self.confusion_matrix()
+        return {**scores_from_confusion(confusion), "confusion_matrix": confusion}
 
 
 def scores_from_confusion(confusion: np.ndarray) -> dict:

@@ -1,0 +1,15 @@
+"""DVC stage: resize the interim form into memory-mappable arrays in data/processed/<dataset>."""
+from pathlib import Path
+
+from pipeline.config import Params
+from pipeline.data.preprocess import preprocess
+from stages.cli import run_stage
+
+
+def main(params: Params) -> None:
+    dataset = params.data.dataset
+    preprocess(Path("data/interim") / dataset, Path("data/processed") / dataset, params.data.image_size)
+
+
+if __name__ == "__main__":
+    run_stage(__doc__, main)
