@@ -138,12 +138,12 @@ def _write_body(response: requests.Response, part: Path, start: int) -> None:
     """Write the body to `part` from byte `start` (0 rewrites it) under a progress bar."""
     length = response.headers.get("Content-Length")
     total = start + int(length) if length is not None else None
-    with open(part, "ab" if start else "wb") as stream, tqdm(
-        total=total, initial=start, unit="B", unit_scale=True, unit_divisor=1024, desc=part.name.removesuffix(".part")
-    ) as progress:
+    bar = tqdm(total=total, initial=start, unit="B", unit_scale=True, unit_divisor=1024,
+               desc=part.name.removesuffix(".part"))
+    with open(part, "ab" if start else "wb") as stream, bar:
         for chunk in response.iter_content(CHUNK):
             stream.write(chunk)
-            progress.update(len(chunk))
+            bar.update(len(chunk))
 
 
 def _size(path: Path) -> int:
@@ -216,13 +216,16 @@ def _check_tar_member(archive: Path, member: tarfile.TarInfo) -> None:
     elif member.islnk():  # a hard link's target is relative to the archive root
         _check_link(archive, member, member.linkname)
     elif not (member.isfile() or member.isdir()):
-        raise UnsafeArchiveError(f"{archive}: member {member.name!r} is a device or special file; refusing to extract it")
+        raise UnsafeArchiveError(
+            f"{archive}: member {member.name!r} is a device or special file; refusing to extract it"
+        )
 
 
 def _check_link(archive: Path, member: tarfile.TarInfo, target: str) -> None:
     if _is_absolute(member.linkname) or _parts(posixpath.normpath(target))[0] == "..":
         raise UnsafeArchiveError(
-            f"{archive}: member {member.name!r} links to {member.linkname!r}, outside the extraction folder; refusing it"
+            f"{archive}: member {member.name!r} links to {member.linkname!r}, "
+            f"outside the extraction folder; refusing it"
         )
 
 
