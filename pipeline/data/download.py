@@ -126,7 +126,7 @@ def _download(url: str, part: Path) -> None:
     offset = _size(part)
     headers = {"Accept-Encoding": "identity", **({"Range": f"bytes={offset}-"} if offset else {})}
     with requests.get(url, headers=headers, stream=True, timeout=TIMEOUT) as response:
-        if response.status_code != 416:
+        if not (offset and response.status_code == 416):
             response.raise_for_status()
             _write_body(response, part, offset if response.status_code == 206 else 0)
             return
