@@ -20,6 +20,7 @@ Anything else (16-bit, float, coloured RGB) is an error naming the file.
 from __future__ import annotations
 
 import random
+from collections import Counter
 from dataclasses import replace
 from pathlib import Path
 
@@ -35,6 +36,7 @@ BINARY_MODES = ("1", "L", "P", "LA", "RGB", "RGBA")
 
 
 def read_single_class(root: Path, val_fraction: float, seed: int) -> SourceDataset:
+    """All class folders of `root`; a class's seeded split depends only on (seed, class name, its files)."""
     root = Path(root)
     if not 0.0 <= val_fraction < 1.0:
         raise ValueError(f"val_fraction must be in [0, 1), got {val_fraction}")
@@ -46,9 +48,9 @@ def read_single_class(root: Path, val_fraction: float, seed: int) -> SourceDatas
     samples = []
     for class_index, folder in enumerate(folders, start=1):
         samples += class_samples(folder, class_index, val_fraction, seed)
-    ids = [sample.id for sample in samples]
-    if len(set(ids)) != len(ids):
-        duplicate = next(s for s in samples if ids.count(s.id) > 1)
+    counts = Counter(sample.id for sample in samples)
+    duplicate = next((sample for sample in samples if counts[sample.id] > 1), None)
+    if duplicate:
         raise ValueError(f"{duplicate.image_path}: sample id {duplicate.id} is not unique (two images with "
                          f"the same stem, or class/file names that join to the same id)")
     return SourceDataset(classes=[BACKGROUND, *(folder.name for folder in folders)], samples=samples,

@@ -96,9 +96,10 @@ def read_class_names(path: Path) -> list[str]:
     names = [line.strip() for line in path.read_text().splitlines()]
     while names and not names[-1]:
         names.pop()
-    if not names or "" in names:
-        raise ValueError(f"{path}: line {names.index('') + 1 if '' in names else 1} has no class name "
-                         f"(one name per line, line number = class index)")
+    if not names:
+        raise ValueError(f"{path}: no class names (one name per line, line 1 = class 0)")
+    if "" in names:
+        raise ValueError(f"{path}: line {names.index('') + 1} is blank; every line up to the last names a class")
     return names
 
 
