@@ -76,13 +76,14 @@ def predict_logits(model: SegmentationModel, image: np.ndarray, image_size: int 
                    scales: Sequence[float] = (1.0,)) -> torch.Tensor:
     """HxWx3 uint8 image -> (C, H, W) log-probabilities at the image's original size.
 
-    The image is resized to `image_size` squared for the model, and the logits bilinearly back."""
+    The image is resized to `image_size` squared for the model, and the logits bilinearly back, then
+    renormalised (interpolating log-probabilities does not keep them normalised)."""
     device = next(model.parameters()).device
     original_size = image.shape[:2]
     inputs = _resize(image_to_tensor(image).to(device), (image_size, image_size))
     logits = predict_batch(model, inputs, hflip=hflip, scales=scales)
     with torch.inference_mode():
-        return _resize(logits, original_size)[0]
+        return _resize(logits, original_size)[0].log_softmax(dim=0)
 
 
 def predict_mask(model: SegmentationModel, image: np.ndarray, image_size: int = 256, hflip: bool = False,

@@ -190,8 +190,7 @@ def plot_confusion_matrix(confusion: np.ndarray, class_names: Sequence[str], pat
         normalised = np.ma.masked_invalid(confusion / totals)
     side = min(16.0, max(6.0, 2.5 + 0.32 * count))
     fig, axis = plt.subplots(figsize=(side + 1.2, side), layout="constrained")
-    cmap = plt.get_cmap("Blues").copy()
-    cmap.set_bad("lightgrey")
+    cmap = plt.get_cmap("Blues").with_extremes(bad="lightgrey")
     shown = axis.imshow(normalised, cmap=cmap, vmin=0, vmax=1, interpolation="nearest")
     fig.colorbar(shown, ax=axis, shrink=0.8, label="fraction of the true class's pixels")
     if count <= CONFUSION_LABELLED_MAX:
