@@ -69,7 +69,7 @@ def image_to_tensor(image: np.ndarray) -> torch.Tensor:
     """HxWx3 uint8 RGB -> (1, 3, H, W) floats in [0, 1], the model's input convention."""
     if image.ndim != 3 or image.shape[2] != 3 or image.dtype != np.uint8:
         raise ValueError(f"image must be HxWx3 uint8, got shape {image.shape} dtype {image.dtype}")
-    return torch.from_numpy(np.ascontiguousarray(image)).permute(2, 0, 1).unsqueeze(0).float() / 255
+    return torch.tensor(image).permute(2, 0, 1).unsqueeze(0).float() / 255  # a copy: PIL arrays are read-only
 
 
 def predict_logits(model: SegmentationModel, image: np.ndarray, image_size: int = 256, hflip: bool = False,
