@@ -49,20 +49,19 @@ def predict_batch(model: SegmentationModel, images: torch.Tensor, hflip: bool = 
     if not scales or any(scale <= 0 for scale in scales):
         raise ValueError(f"scales must be positive numbers, got {list(scales)}")
     size = tuple(images.shape[-2:])
-    probabilities = None
-    views = 0
+    flips = (False, True) if hflip else (False,)
+    probabilities = 0.0
     with torch.inference_mode(), _eval_mode(model):
         for scale in scales:
             scaled = _resize(images, (max(1, round(size[0] * scale)), max(1, round(size[1] * scale))))
-            for flip in ((False, True) if hflip else (False,)):
+            for flip in flips:
                 view = scaled.flip(-1) if flip else scaled
                 logits = _resize(model(view), size)
                 if flip:
                     logits = logits.flip(-1)
-                view_probabilities = logits.float().softmax(dim=1)
-                probabilities = view_probabilities if probabilities is None else probabilities + view_probabilities
-                views += 1
-        return (probabilities / views).clamp_min(torch.finfo(torch.float32).tiny).log()
+                probabilities = probabilities + logits.float().softmax(dim=1)
+        mean = probabilities / (len(scales) * len(flips))
+        return mean.clamp_min(torch.finfo(torch.float32).tiny).log()  # no -inf: it would turn into NaN when resized
 
 
 def image_to_tensor(image: np.ndarray) -> torch.Tensor:
