@@ -208,8 +208,8 @@ def plot_confusion_matrix(confusion: np.ndarray, class_names: Sequence[str], pat
             if not math.isnan(value):
                 axis.text(column, row, f"{value:.2f}", ha="center", va="center", fontsize=8,
                           color="white" if value > 0.5 else "black")
-    absent = "" if totals.all() else "; grey rows: class absent from the ground truth"
-    axis.set_title(f"Confusion matrix, row-normalised ({count} classes{absent})")
+    absent = "" if totals.all() else "\ngrey rows: class absent from the ground truth"
+    axis.set_title(f"Confusion matrix, row-normalised ({count} classes){absent}")
     _save(fig, path)
 
 
