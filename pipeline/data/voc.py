@@ -1,4 +1,9 @@
-"""Reader for the Pascal VOC 2012 layout: real VOC, the built-in synthetic set, and users' own data."""
+"""Readers for the Pascal VOC 2012 layout: real VOC (optionally SBD `trainaug`), the synthetic set, users' own data.
+
+A VOC-layout root holds `JPEGImages/`, a mask folder of palette or greyscale PNGs whose values are class
+indices (255 = ignore), and split lists in `ImageSets/Segmentation/`. A list has one sample per line,
+either a bare id (`2007_000032`) or DeepLab's path pair (`/JPEGImages/2007_000032.jpg /SegmentationClassAug/...`).
+"""
 from __future__ import annotations
 
 from pathlib import Path
@@ -13,6 +18,13 @@ VOC_CLASSES = [
     "diningtable", "dog", "horse", "motorbike", "person", "pottedplant", "sheep", "sofa", "train", "tvmonitor",
 ]
 INDEX_MODES = ("P", "L")
+VOC_SUBDIR = Path("VOCdevkit") / "VOC2012"
+# The 10582-image SBD-augmented training set: masks as class-index PNGs in SegmentationClassAug/ (SBD's
+# .mat files converted, plus the official VOC masks), listed under the name DeepLab (TF) uses; mmseg and
+# DeepLab (Caffe) call the same list train_aug.txt / aug.txt.
+TRAINAUG_MASK_DIR = "SegmentationClassAug"
+TRAINAUG_LISTS = ("trainaug.txt", "train_aug.txt", "aug.txt")
+CLASSES_FILE = "classes.txt"
 
 
 def decode_index_mask(sample: RawSample) -> np.ndarray:
@@ -25,17 +37,81 @@ def decode_index_mask(sample: RawSample) -> np.ndarray:
     return np.asarray(image, dtype=np.uint8)
 
 
+def voc_root(root: Path) -> Path:
+    """`root` itself, or `root/VOCdevkit/VOC2012` when `root` is the folder the VOC tar was unpacked into."""
+    root = Path(root)
+    return root / VOC_SUBDIR if (root / VOC_SUBDIR).is_dir() else root
+
+
+def read_split_list(list_path: Path) -> list[str]:
+    """Sample ids of one split list: the stem of the first path on each non-empty line."""
+    if not list_path.exists():
+        raise FileNotFoundError(f"{list_path}: split list missing")
+    return [Path(line.split()[0]).stem for line in list_path.read_text().splitlines() if line.strip()]
+
+
+def split_samples(root: Path, split: str, list_name: str, mask_dir: str) -> list[RawSample]:
+    """The samples one split list names; an image may have any extension (`.jpg` is assumed when none is found)."""
+    images = {path.stem: path for path in sorted((root / "JPEGImages").glob("*")) if path.is_file()}
+    return [RawSample(id=sample_id, split=split,
+                      image_path=images.get(sample_id, root / "JPEGImages" / f"{sample_id}.jpg"),
+                      mask_path=root / mask_dir / f"{sample_id}.png")
+            for sample_id in read_split_list(root / "ImageSets" / "Segmentation" / list_name)]
+
+
 def read_voc_layout(root: Path, classes: list[str], mask_dir: str = "SegmentationClass",
                     split_files: dict[str, str] | None = None) -> SourceDataset:
     """Samples of a `VOCdevkit/VOC2012`-style folder: JPEGImages, a mask folder, ImageSets/Segmentation lists."""
     root = Path(root)
     split_files = split_files or {split: f"{split}.txt" for split in SPLITS}
-    samples = []
-    for split, list_name in split_files.items():
-        list_path = root / "ImageSets" / "Segmentation" / list_name
-        if not list_path.exists():
-            raise FileNotFoundError(f"{list_path}: split list missing (a VOC-layout root needs train.txt and val.txt)")
-        for sample_id in list_path.read_text().split():
-            samples.append(RawSample(id=sample_id, split=split, image_path=root / "JPEGImages" / f"{sample_id}.jpg",
-                                     mask_path=root / mask_dir / f"{sample_id}.png"))
+    samples = [sample for split, list_name in split_files.items()
+               for sample in split_samples(root, split, list_name, mask_dir)]
     return SourceDataset(classes=list(classes), samples=samples, decode_mask=decode_index_mask)
+
+
+def read_voc2012(root: Path, trainaug: bool) -> SourceDataset:
+    """VOC 2012 with its 21 classes; `trainaug` trains on SBD's 10582 images, validation stays the official val."""
+    root = voc_root(root)
+    if not trainaug:
+        return read_voc_layout(root, VOC_CLASSES)
+    lists = root / "ImageSets" / "Segmentation"
+    found = [name for name in TRAINAUG_LISTS if (lists / name).exists()]
+    if not found or not (root / TRAINAUG_MASK_DIR).is_dir():
+        raise FileNotFoundError(
+            f"{root}: trainaug needs the SBD-augmented masks in {root / TRAINAUG_MASK_DIR}/ and the list "
+            f"{lists / TRAINAUG_LISTS[0]} (10582 ids); found masks: {(root / TRAINAUG_MASK_DIR).is_dir()}, "
+            f"list: {found or 'none'}. Set data.trainaug: false to train on the official 1464 images."
+        )
+    train = split_samples(root, "train", found[0], TRAINAUG_MASK_DIR)
+    val = split_samples(root, "val", "val.txt", "SegmentationClass")
+    leaked = sorted({s.id for s in train} & {s.id for s in val})
+    if leaked:
+        raise ValueError(f"{lists / found[0]}: {len(leaked)} ids are also in val.txt (e.g. {leaked[0]}); "
+                         f"trainaug must exclude the validation images")
+    return SourceDataset(classes=list(VOC_CLASSES), samples=train + val, decode_mask=decode_index_mask)
+
+
+def read_class_names(path: Path) -> list[str]:
+    """One class name per line, line 1 = index 0; a blank line inside the list would shift every index after it."""
+    names = [line.strip() for line in path.read_text().splitlines()]
+    while names and not names[-1]:
+        names.pop()
+    if not names:
+        raise ValueError(f"{path}: no class names (one name per line, line 1 = class 0)")
+    if "" in names:
+        raise ValueError(f"{path}: line {names.index('') + 1} is blank; every line up to the last names a class")
+    return names
+
+
+def read_custom_voc(root: Path, classes: list[str] | None) -> SourceDataset:
+    """A user's VOC-layout folder; class names from `root/classes.txt` (index = line number) or `classes`."""
+    root = voc_root(root)
+    names_file = root / CLASSES_FILE
+    from_file = read_class_names(names_file) if names_file.exists() else None
+    if from_file is None and not classes:
+        raise FileNotFoundError(f"{names_file}: no class names; write one name per line there "
+                                f"(line 1 = index 0, usually 'background') or pass data.classes")
+    if from_file is not None and classes and list(classes) != from_file:
+        raise ValueError(f"{names_file} lists classes {from_file} but the given classes are {list(classes)}; "
+                         f"keep one of them")
+    return read_voc_layout(root, from_file or list(classes))

@@ -1,0 +1,94 @@
+"""Images -> predictions, in one place, so evaluation and the predict CLI cannot drift apart.
+
+The model sees `image_size` x `image_size` inputs (as in training); the logits are resized back to
+the image's original size, because reported VOC/ADE numbers are at the original mask resolution.
+
+Test-time augmentation averages softmax probabilities, not raw logits: logits have an arbitrary
+per-view scale, so one over-confident view would dominate a logit average, while probabilities
+are bounded and comparable (as in mmsegmentation's aug test). The result is returned as
+log-probabilities: they are valid logits (softmax gives back the averaged probabilities, argmax
+and cross-entropy work unchanged), and the output means the same with or without TTA.
+"""
+from __future__ import annotations
+
+from contextlib import contextmanager
+from typing import Iterator, Sequence
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from pipeline.models import SegmentationModel
+
+
+@contextmanager
+def _eval_mode(model: torch.nn.Module) -> Iterator[None]:
+    """Eval mode for the block, then the caller's mode back: batch norm in train mode would
+    silently update its running statistics from evaluation images."""
+    was_training = model.training
+    model.eval()
+    try:
+        yield
+    finally:
+        model.train(was_training)
+
+
+def _resize(tensor: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
+    """Bilinear resize of (B, C, H, W); antialiased like PIL's BILINEAR when shrinking."""
+    if tuple(tensor.shape[-2:]) == tuple(size):
+        return tensor
+    return F.interpolate(tensor, size=size, mode="bilinear", align_corners=False, antialias=True)
+
+
+def predict_batch(model: SegmentationModel, images: torch.Tensor, hflip: bool = False,
+                  scales: Sequence[float] = (1.0,)) -> torch.Tensor:
+    """(B, 3, S, S) RGB floats in [0, 1] -> (B, C, S, S) log-probabilities, averaged over the views
+    (each scale, and each scale flipped if `hflip`)."""
+    if images.ndim != 4 or images.shape[1] != 3:
+        raise ValueError(f"images must be (B, 3, H, W), got {tuple(images.shape)}")
+    if not scales or any(scale <= 0 for scale in scales):
+        raise ValueError(f"scales must be positive numbers, got {list(scales)}")
+    size = tuple(images.shape[-2:])
+    flips = (False, True) if hflip else (False,)
+    probabilities = 0.0
+    with torch.inference_mode(), _eval_mode(model):
+        for scale in scales:
+            scaled = _resize(images, (max(1, round(size[0] * scale)), max(1, round(size[1] * scale))))
+            for flip in flips:
+                view = scaled.flip(-1) if flip else scaled
+                logits = _resize(model(view), size)
+                if flip:
+                    logits = logits.flip(-1)
+                probabilities = probabilities + logits.float().softmax(dim=1)
+        mean = probabilities / (len(scales) * len(flips))
+        return mean.clamp_min(torch.finfo(torch.float32).tiny).log()  # no -inf: it would turn into NaN when resized
+
+
+def image_to_tensor(image: np.ndarray) -> torch.Tensor:
+    """HxWx3 uint8 RGB -> (1, 3, H, W) floats in [0, 1], the model's input convention."""
+    if image.ndim != 3 or image.shape[2] != 3 or image.dtype != np.uint8:
+        raise ValueError(f"image must be HxWx3 uint8, got shape {image.shape} dtype {image.dtype}")
+    return torch.tensor(image).permute(2, 0, 1).unsqueeze(0).float() / 255  # a copy: PIL arrays are read-only
+
+
+def predict_logits(model: SegmentationModel, image: np.ndarray, image_size: int = 256, hflip: bool = False,
+                   scales: Sequence[float] = (1.0,)) -> torch.Tensor:
+    """HxWx3 uint8 image -> (C, H, W) log-probabilities at the image's original size.
+
+    The image is resized to `image_size` squared for the model, and the logits bilinearly back, then
+    renormalised (interpolating log-probabilities does not keep them normalised)."""
+    device = next(model.parameters()).device
+    original_size = image.shape[:2]
+    inputs = _resize(image_to_tensor(image).to(device), (image_size, image_size))
+    logits = predict_batch(model, inputs, hflip=hflip, scales=scales)
+    with torch.inference_mode():
+        return _resize(logits, original_size)[0].log_softmax(dim=0)
+
+
+def predict_mask(model: SegmentationModel, image: np.ndarray, image_size: int = 256, hflip: bool = False,
+                 scales: Sequence[float] = (1.0,)) -> np.ndarray:
+    """HxWx3 uint8 image -> HxW uint8 class indices at the image's original size."""
+    if len(model.class_names) > 255:
+        raise ValueError(f"{len(model.class_names)} classes do not fit uint8 masks with 255 reserved for ignore")
+    logits = predict_logits(model, image, image_size=image_size, hflip=hflip, scales=scales)
+    return logits.argmax(dim=0).to(torch.uint8).cpu().numpy()
