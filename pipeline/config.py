@@ -27,12 +27,46 @@ class SyntheticParams:
 
 
 @dataclass(frozen=True)
+class Voc2012Params:
+    urls: list[str] = field(default_factory=list)  # tried in order; each download is checked against the MD5
+    trainaug: bool = False  # train on the 10582-image SBD set (needs SegmentationClassAug + trainaug.txt)
+
+
+@dataclass(frozen=True)
+class Ade20kParams:
+    urls: list[str] = field(default_factory=list)
+
+
+@dataclass(frozen=True)
+class VocLayoutParams:
+    classes: list[str] | None = None  # class names when the root has no classes.txt
+
+
+@dataclass(frozen=True)
+class SingleClassParams:
+    val_fraction: float = 0.2  # per class, for folders without their own train/ and val/
+    split_seed: int = 0
+
+
+@dataclass(frozen=True)
+class SubsetParams:
+    train: int | None = None  # a seeded random subset of this many training images; null: all
+    val: int | None = None
+
+
+@dataclass(frozen=True)
 class DataParams:
     dataset: Literal[DATASETS] = "synthetic"
-    root: str | None = None
+    root: str | None = None  # an existing dataset folder: nothing is downloaded
+    download_dir: str = "data/downloads"
     image_size: int = 256
     on_bad_sample: Literal["error", "skip"] = "error"
+    subset: SubsetParams = field(default_factory=SubsetParams)
     synthetic: SyntheticParams = field(default_factory=SyntheticParams)
+    voc2012: Voc2012Params = field(default_factory=Voc2012Params)
+    ade20k: Ade20kParams = field(default_factory=Ade20kParams)
+    voc_layout: VocLayoutParams = field(default_factory=VocLayoutParams)
+    single_class: SingleClassParams = field(default_factory=SingleClassParams)
 
 
 @dataclass(frozen=True)
@@ -52,22 +86,44 @@ class ModelsParams:
 class TrainParams:
     epochs: int = 12
     batch_size: int = 8
+    optimizer: Literal["adam", "adamw", "sgd"] = "adam"
     lr: float = 0.002
+    momentum: float = 0.9  # sgd only
     weight_decay: float = 0.0
+    scheduler: Literal["plateau", "cosine", "poly", "none"] = "plateau"
+    warmup_epochs: int = 0
+    poly_power: float = 0.9
     plateau_patience: int = 2
     plateau_factor: float = 0.5
+    loss: Literal["ce", "dice", "focal", "ce+dice"] = "ce"
+    class_weights: list[float] | None = None
+    focal_gamma: float = 2.0
+    precision: Literal["auto", "fp32", "bf16", "fp16"] = "auto"
+    grad_clip_norm: float = 0.0  # 0: no clipping
+    early_stopping_patience: int = 0  # stop after this many epochs without a better val mIoU; 0: never
+    freeze_encoder_epochs: int = 0  # resnet34_unet: train only the decoder for the first N epochs
+    init_from: str | None = None  # start from a checkpoint path or an MLflow model URI
+    device: Literal["auto", "cpu", "cuda", "mps"] = "auto"
     seed: int = 42
+    deterministic: bool = False
     num_workers: int = 0
     num_threads: int = 0  # 0: torch's default
 
 
 @dataclass(frozen=True)
 class AugmentParams:
+    crop_size: int = 0  # train on random crops of this size (0: whole images); validation always sees whole images
     hflip: float = 0.5
     scale_limit: float = 0.2
     rotate_limit: float = 10.0
     affine: float = 0.5
     color_jitter: float = 0.3
+
+
+@dataclass(frozen=True)
+class EvaluateParams:
+    tta_hflip: bool = False  # also predict the mirrored image and average the probabilities
+    tta_scales: list[float] = field(default_factory=lambda: [1.0])  # input scales averaged at test time
 
 
 @dataclass(frozen=True)
@@ -88,6 +144,7 @@ class Params:
     models: ModelsParams = field(default_factory=ModelsParams)
     train: TrainParams = field(default_factory=TrainParams)
     augment: AugmentParams = field(default_factory=AugmentParams)
+    evaluate: EvaluateParams = field(default_factory=EvaluateParams)
     plot: PlotParams = field(default_factory=PlotParams)
     mlflow: MlflowParams = field(default_factory=MlflowParams)
 

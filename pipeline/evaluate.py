@@ -1,4 +1,10 @@
-"""Score the trained model on the val split: dataset-level metrics, per-class IoU, confusion matrix."""
+"""Score the trained model on the val split, at the processed size and at each mask's original size.
+
+The original-resolution numbers follow the VOC/ADE20K protocol (logits resized back to each mask)
+and are the headline `miou`, `pixel_accuracy`, ...; the same scores on the processed
+`image_size` squared arrays are reported with the suffix `_processed`. For partially labelled data
+(single-class sets) every class is scored only on the images labelled for it (`partial_miou`).
+"""
 from __future__ import annotations
 
 import json
@@ -7,28 +13,61 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import torch
-from torch import nn
-from torch.utils.data import DataLoader
+from PIL import Image
+from tqdm import tqdm
 
 from pipeline.atomic import atomic_path, write_text
-from pipeline.checkpoint import load_checkpoint, read_checkpoint
-from pipeline.data.dataset import SegmentationArrays
-from pipeline.data.palette import IGNORE_INDEX
-from pipeline.train import validate
+from pipeline.checkpoint import load_checkpoint
+from pipeline.data.dataset import SegmentationArrays, read_manifest
+from pipeline.data.imageio import read_rgb
+from pipeline.data.interim import read_samples
+from pipeline.data.preprocess import labelled_matrix
+from pipeline.inference import predict_batch, predict_logits
+from pipeline.metrics import SplitScores
+
+HEADLINE = ("miou", "pixel_accuracy", "mean_accuracy", "fw_iou")
 
 
-def evaluate(processed_dir: Path, model_path: Path, out_dir: Path, batch_size: int) -> dict:
+def score_processed(model, processed_dir: Path, batch_size: int, tta: dict, partial: bool) -> dict:
+    dataset = SegmentationArrays(processed_dir, "val")
+    scores = SplitScores(len(model.class_names), partial)
+    for start in range(0, len(dataset), batch_size):
+        batch = [dataset[i] for i in range(start, min(start + batch_size, len(dataset)))]
+        images, masks, labelled = (torch.stack(items) for items in zip(*batch))
+        scores.update(predict_batch(model, images, **tta), masks, labelled)
+    return scores.compute()
+
+
+def score_original(model, interim_dir: Path, image_size: int, tta: dict, partial: bool) -> dict:
+    samples = read_samples(interim_dir)
+    samples = samples[samples["split"] == "val"].reset_index(drop=True)
+    labelled = torch.from_numpy(labelled_matrix(samples["labelled"].tolist(), len(model.class_names)))
+    scores = SplitScores(len(model.class_names), partial)
+    for index, row in tqdm(samples.iterrows(), total=len(samples), desc="evaluate (original size)", unit="img"):
+        image = read_rgb(interim_dir / row["image"])
+        mask = torch.from_numpy(np.asarray(Image.open(interim_dir / row["mask"]), dtype=np.int64))
+        log_probabilities = predict_logits(model, image, image_size=image_size, **tta)
+        scores.update(log_probabilities[None], mask[None], labelled[index : index + 1])
+    return scores.compute()
+
+
+def evaluate(processed_dir: Path, interim_dir: Path, model_path: Path, out_dir: Path, batch_size: int,
+             tta: dict) -> dict:
     """Write metrics.json (numbers only, for `dvc exp show`), per_class_iou.json and confusion_matrix.csv."""
     model = load_checkpoint(model_path)
-    loader = DataLoader(SegmentationArrays(processed_dir, "val"), batch_size=batch_size)
-    loss, scores = validate(model, loader, nn.CrossEntropyLoss(ignore_index=IGNORE_INDEX), torch.device("cpu"),
-                            len(model.class_names))
-    metrics = {"miou": scores["miou"], "pixel_accuracy": scores["pixel_accuracy"],
-               "mean_accuracy": scores["mean_accuracy"], "fw_iou": scores["fw_iou"], "loss": loss}
-    per_class = {name: None if np.isnan(iou) else iou for name, iou in zip(model.class_names, scores["per_class_iou"])}
+    partial = not np.load(Path(processed_dir) / "val_labelled.npy").all()
+    image_size = read_manifest(processed_dir)["image_size"]
+    processed = score_processed(model, processed_dir, batch_size, tta, partial)
+    original = score_original(model, interim_dir, image_size, tta, partial)
+    metrics = {name: original[name] for name in (*HEADLINE, "loss")}
+    metrics.update({f"{name}_processed": processed[name] for name in (*HEADLINE, "loss")})
+    if partial:
+        metrics["partial_miou"] = original["partial_miou"]
+        metrics["partial_miou_processed"] = processed["partial_miou"]
+    per_class = {name: None if np.isnan(iou) else iou for name, iou in zip(model.class_names, original["per_class_iou"])}
     out_dir = Path(out_dir)
     write_text(out_dir / "metrics.json", json.dumps(metrics, indent=2) + "\n")
     write_text(out_dir / "per_class_iou.json", json.dumps(per_class, indent=2) + "\n")
     with atomic_path(out_dir / "confusion_matrix.csv") as tmp:
-        pd.DataFrame(scores["confusion_matrix"], index=model.class_names, columns=model.class_names).to_csv(tmp)
-    return {"metrics": metrics, "run_id": read_checkpoint(model_path)["mlflow_run_id"]}
+        pd.DataFrame(original["confusion_matrix"], index=model.class_names, columns=model.class_names).to_csv(tmp)
+    return metrics

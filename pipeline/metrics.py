@@ -7,9 +7,11 @@ from __future__ import annotations
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 from torchmetrics.classification import MulticlassConfusionMatrix
 
 from pipeline.data.palette import IGNORE_INDEX
+from pipeline.partial_labels import PartialLabelIoU
 
 
 class SegmentationMetrics:
@@ -57,3 +59,33 @@ def scores_from_confusion(confusion: np.ndarray) -> dict:
         "per_class_iou": iou.tolist(),
         "per_class_dice": dice.tolist(),
     }
+
+
+class SplitScores:
+    """Loss and confusion-matrix scores accumulated over a split, plus partial-label IoU when needed."""
+
+    def __init__(self, num_classes: int, partial: bool):
+        self.metrics = SegmentationMetrics(num_classes)
+        self.partial = PartialLabelIoU(num_classes) if partial else None
+        self.loss_sum, self.pixels = 0.0, 0
+
+    def update(self, log_probabilities: torch.Tensor, target: torch.Tensor, labelled: torch.Tensor) -> None:
+        """log_probabilities (B, C, H, W), target (B, H, W), labelled (B, C) bool."""
+        valid = int((target != IGNORE_INDEX).sum())
+        if valid:
+            loss = F.nll_loss(log_probabilities, target, ignore_index=IGNORE_INDEX)
+            self.loss_sum += float(loss) * valid
+            self.pixels += valid
+        prediction = log_probabilities.argmax(1)
+        self.metrics.update(prediction, target)
+        if self.partial is not None:
+            self.partial.update(prediction, target, labelled)
+
+    def compute(self) -> dict:
+        scores = self.metrics.compute()
+        scores["loss"] = self.loss_sum / max(self.pixels, 1)
+        if self.partial is not None:
+            partial = self.partial.compute()
+            scores["partial_miou"] = partial["miou"]
+            scores["per_class_iou"] = partial["per_class_iou"]
+        return scores

@@ -20,34 +20,36 @@ from mlflow.entities import Metric
 from mlflow.models import ModelSignature
 from mlflow.types import Schema, TensorSpec
 
+from pipeline.repo import repo_root, resolve
+
 SQLITE_PREFIX = "sqlite:///"
-
-
-def repo_root() -> Path:
-    return Path(os.environ.get("DVC_ROOT", Path.cwd())).resolve()
+CHAMPION = "champion"
 
 
 def resolve_tracking_uri(configured: str) -> str:
     """MLFLOW_TRACKING_URI from the environment wins; a relative sqlite path is made absolute at the repo root."""
     uri = os.environ.get("MLFLOW_TRACKING_URI", configured)
     if uri.startswith(SQLITE_PREFIX):
-        path = Path(uri[len(SQLITE_PREFIX):])
-        if not path.is_absolute():
-            uri = SQLITE_PREFIX + str(repo_root() / path)
+        uri = SQLITE_PREFIX + str(resolve(uri[len(SQLITE_PREFIX):]))
     return uri
 
 
 def setup_experiment(mlflow_params) -> str:
     """Point MLflow at the project's store and return the experiment id, creating it if needed."""
-    uri = resolve_tracking_uri(mlflow_params.tracking_uri)
-    mlflow.set_tracking_uri(uri)
-    lock_path = Path(uri[len(SQLITE_PREFIX):] + ".lock") if uri.startswith(SQLITE_PREFIX) else repo_root() / ".mlflow.lock"
-    with FileLock(lock_path):  # two workers creating a fresh database at once crash in its migration
+    mlflow.set_tracking_uri(resolve_tracking_uri(mlflow_params.tracking_uri))
+    with store_lock():  # two workers creating a fresh database at once crash in its migration
         experiment = mlflow.get_experiment_by_name(mlflow_params.experiment)
         if experiment is not None:
             return experiment.experiment_id
         artifacts = (repo_root() / "mlartifacts" / mlflow_params.experiment).as_uri()
         return mlflow.create_experiment(mlflow_params.experiment, artifact_location=artifacts)
+
+
+def store_lock() -> FileLock:
+    """A lock beside the store, for the few steps that parallel DVC queue workers must not interleave."""
+    uri = mlflow.get_tracking_uri()
+    local = uri.startswith(SQLITE_PREFIX)
+    return FileLock(Path(uri[len(SQLITE_PREFIX):] + ".lock") if local else repo_root() / ".mlflow.lock")
 
 
 def git_commit() -> str | None:
@@ -82,17 +84,49 @@ def model_signature(num_classes: int) -> ModelSignature:
                           outputs=Schema([TensorSpec(np.dtype(np.float32), (-1, num_classes, -1, -1))]))
 
 
-def log_model(model, num_classes: int) -> None:
-    """Log the model in pickle format (torch.export would fix the input shape to the example's)."""
+def start_training_run(experiment_id: str, run_id: str | None, params):
+    """A new run named and tagged after the DVC experiment, or the interrupted run `run_id` to continue."""
+    if run_id is not None:
+        return mlflow.start_run(run_id=run_id)
+    return mlflow.start_run(experiment_id=experiment_id, run_name=run_name(),
+                            tags=run_tags(params.data.dataset, params.model))
+
+
+def log_epoch(row: dict) -> None:
+    """One row of the history as metrics at step = epoch, in one call."""
+    mlflow.log_metrics({name: value for name, value in row.items() if name != "epoch"}, step=row["epoch"])
+
+
+def log_missing_epochs(run_id: str, history: list[dict]) -> None:
+    """After a resume: log the epochs the state has but the run lacks (killed between the two writes)."""
+    logged = {metric.step for metric in mlflow.MlflowClient().get_metric_history(run_id, "val_miou")}
+    for row in history:
+        if row["epoch"] not in logged:
+            log_epoch(row)
+
+
+def log_and_promote_model(model, name: str, val_miou: float) -> None:
+    """Log the model in pickle format (torch.export would fix the input shape to the example's),
+    register it under `name`, and move the alias `champion` to it if its val mIoU is the best so far."""
     import torch
     import torchvision
 
-    mlflow.pytorch.log_model(
-        model, name="model", serialization_format="pickle", signature=model_signature(num_classes),
+    info = mlflow.pytorch.log_model(
+        model, name="model", serialization_format="pickle", signature=model_signature(len(model.class_names)),
         code_paths=[str(Path(__file__).resolve().parent)],
         pip_requirements=[f"torch=={torch.__version__.split('+')[0]}",
                           f"torchvision=={torchvision.__version__.split('+')[0]}"],
     )
+    client = mlflow.MlflowClient()
+    with store_lock():  # parallel queue workers compare and move one alias
+        version = mlflow.register_model(info.model_uri, name)
+        try:
+            champion = client.get_model_version_by_alias(name, CHAMPION)
+            champion_miou = client.get_run(champion.run_id).data.metrics.get("best_val_miou", float("-inf"))
+        except mlflow.exceptions.MlflowException:
+            champion_miou = float("-inf")
+        if val_miou > champion_miou:
+            client.set_registered_model_alias(name, CHAMPION, version.version)
 
 
 def run_name() -> str | None:

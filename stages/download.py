@@ -2,7 +2,7 @@
 from pathlib import Path
 
 from pipeline.config import Params
-from pipeline.data.sources import download_source
+from pipeline.data.raw import download_source
 from stages.cli import run_stage
 
 

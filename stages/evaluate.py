@@ -2,17 +2,20 @@
 from pathlib import Path
 
 from pipeline import tracking
+from pipeline.checkpoint import read_checkpoint
 from pipeline.config import Params
 from pipeline.evaluate import evaluate
 from stages.cli import run_stage
 
 
 def main(params: Params) -> None:
-    out_dir = Path("reports/eval")
-    result = evaluate(Path("data/processed") / params.data.dataset, Path("models/model.pt"), out_dir,
-                      params.train.batch_size)
-    tracking.attach_to_run(params.mlflow, result["run_id"], {f"eval_{k}": v for k, v in result["metrics"].items()},
-                           sorted(out_dir.iterdir()), "reports/eval")
+    model_path, out_dir = Path("models/model.pt"), Path("reports/eval")
+    dataset = params.data.dataset
+    metrics = evaluate(Path("data/processed") / dataset, Path("data/interim") / dataset, model_path, out_dir,
+                       params.train.batch_size, {"hflip": params.evaluate.tta_hflip, "scales": params.evaluate.tta_scales})
+    tracking.attach_to_run(params.mlflow, read_checkpoint(model_path)["mlflow_run_id"],
+                           {f"eval_{name}": value for name, value in metrics.items()}, sorted(out_dir.iterdir()),
+                           "reports/eval")
 
 
 if __name__ == "__main__":

@@ -2,14 +2,16 @@
 from pathlib import Path
 
 from pipeline.config import Params
-from pipeline.train import train
+from pipeline.train import TrainOutputs, train
 from stages.cli import run_stage
 
 
 def main(params: Params) -> None:
     reports = Path("reports/train")
-    train(params, Path("data/processed") / params.data.dataset, Path("models/model.pt"),
-          reports / "history.csv", reports / "metrics.json", reports / "progress.npz")
+    outputs = TrainOutputs(model=Path("models/model.pt"), state=Path("models/train_state.pt"),
+                           history=reports / "history.csv", metrics=reports / "metrics.json",
+                           progress=reports / "progress.npz")
+    train(params, Path("data/processed") / params.data.dataset, outputs)
 
 
 if __name__ == "__main__":

@@ -18,7 +18,9 @@ from pipeline.data.palette import IGNORE_INDEX
 
 def build_augmentation(augment, seed: int) -> A.Compose:
     """Training augmentation from the `augment` params; masks use nearest neighbour and 255 fill."""
+    crop = [A.RandomCrop(augment.crop_size, augment.crop_size)] if augment.crop_size else []
     return A.Compose([
+        *crop,
         A.HorizontalFlip(p=augment.hflip),
         A.Affine(scale=(1 - augment.scale_limit, 1 + augment.scale_limit),
                  rotate=(-augment.rotate_limit, augment.rotate_limit),

@@ -1,22 +1,22 @@
-"""Each value of `data.dataset`: how its raw files are obtained, and which reader turns them into samples."""
+"""Which reader turns the raw files of each `data.dataset` into samples of the common interim form."""
 from __future__ import annotations
 
 from pathlib import Path
 
 from pipeline.config import DataParams
-from pipeline.data import synthetic
+from pipeline.data.ade20k import read_ade20k
 from pipeline.data.interim import SourceDataset
-from pipeline.data.voc import read_voc_layout
-
-
-def download_source(data: DataParams, raw_dir: Path) -> None:
-    if data.dataset == "synthetic":
-        synthetic.generate(raw_dir, data.synthetic.num_train, data.synthetic.num_val, data.synthetic.seed)
-    else:
-        raise NotImplementedError(f"data.dataset: {data.dataset!r} is not wired yet")
+from pipeline.data.raw import source_root
+from pipeline.data.single_class import read_single_class
+from pipeline.data.voc import read_custom_voc, read_voc2012
 
 
 def read_source(data: DataParams, raw_dir: Path) -> SourceDataset:
-    if data.dataset == "synthetic":
-        return read_voc_layout(raw_dir / synthetic.VOC_SUBDIR, synthetic.CLASSES)
-    raise NotImplementedError(f"data.dataset: {data.dataset!r} is not wired yet")
+    root = source_root(raw_dir)
+    if data.dataset in ("synthetic", "voc_layout"):  # synthetic writes its classes.txt like a user's folder
+        return read_custom_voc(root, data.voc_layout.classes)
+    if data.dataset == "voc2012":
+        return read_voc2012(root, data.voc2012.trainaug)
+    if data.dataset == "ade20k":
+        return read_ade20k(root)
+    return read_single_class(root, data.single_class.val_fraction, data.single_class.split_seed)

@@ -14,10 +14,10 @@ from PIL import Image, ImageDraw, ImageFilter
 from pipeline.atomic import atomic_dir
 from pipeline.data.imageio import write_mask_png
 from pipeline.data.palette import IGNORE_INDEX
+from pipeline.data.voc import CLASSES_FILE, VOC_SUBDIR
 
 CLASSES = ["background", "disc", "square", "triangle", "star", "cross"]
 BORDER_WIDTH = 3
-VOC_SUBDIR = Path("VOCdevkit") / "VOC2012"
 
 
 def shape_polygon(name: str, center: np.ndarray, radius: float, angle: float) -> list[tuple[float, float]]:
@@ -100,4 +100,4 @@ def generate(out_dir: Path, num_train: int, num_val: int, seed: int) -> None:
         for split, split_ids in lists.items():
             (root / "ImageSets" / "Segmentation" / f"{split}.txt").write_text("\n".join(split_ids) + "\n")
         (root / "ImageSets" / "Segmentation" / "trainval.txt").write_text("\n".join(ids) + "\n")
-        (root / "classes.txt").write_text("\n".join(CLASSES) + "\n")
+        (root / CLASSES_FILE).write_text("\n".join(CLASSES) + "\n")

@@ -1,0 +1,43 @@
+"""How the raw files of each `data.dataset` are obtained: generated, downloaded, or a folder the user has.
+
+With `data.root` set, nothing is downloaded: the download stage only records the root in
+`data/raw/<dataset>/source.json` and merge reads the folder in place.
+"""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from pipeline.atomic import atomic_dir
+from pipeline.config import DataParams
+from pipeline.data import synthetic
+from pipeline.data.download import ADE20K, VOC2012, ensure_dataset
+from pipeline.repo import resolve
+
+ARCHIVES = {"voc2012": VOC2012, "ade20k": ADE20K}
+SOURCE_FILE = "source.json"
+
+
+def download_source(data: DataParams, raw_dir: Path) -> None:
+    if data.root is not None:
+        record_root(resolve(data.root), raw_dir)
+    elif data.dataset == "synthetic":
+        synthetic.generate(raw_dir, data.synthetic.num_train, data.synthetic.num_val, data.synthetic.seed)
+    elif data.dataset in ARCHIVES:
+        spec = ARCHIVES[data.dataset]
+        ensure_dataset(getattr(data, data.dataset).urls, spec.filename, spec.md5, resolve(data.download_dir), raw_dir)
+    else:
+        raise ValueError(f"data.root: dataset {data.dataset!r} reads a folder you provide; set data.root to it")
+
+
+def record_root(root: Path, raw_dir: Path) -> None:
+    if not root.is_dir():
+        raise FileNotFoundError(f"data.root: {root} is not a folder")
+    with atomic_dir(raw_dir) as tmp:
+        (tmp / SOURCE_FILE).write_text(json.dumps({"root": str(root)}, indent=2) + "\n")
+
+
+def source_root(raw_dir: Path) -> Path:
+    """Where the dataset's files are: the user's folder recorded by download, or `raw_dir` itself."""
+    record = Path(raw_dir) / SOURCE_FILE
+    return Path(json.loads(record.read_text())["root"]) if record.exists() else Path(raw_dir)

@@ -1,0 +1,116 @@
+"""The real pipeline end to end: `dvc repro` and `dvc exp run` in a temporary git repository on tiny params,
+with every MLflow run read back through the MLflow client."""
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import mlflow
+import pytest
+import yaml
+from PIL import Image
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+PROJECT_FILES = ["pipeline", "stages", "dvc.yaml", "params.yaml", ".dvcignore", ".gitignore"]
+TINY = {
+    ("data", "synthetic", "num_train"): 16,
+    ("data", "synthetic", "num_val"): 6,
+    ("data", "image_size"): 64,
+    ("models", "unet", "base_channels"): 4,
+    ("models", "unet", "depth"): 2,
+    ("train", "epochs"): 2,
+    ("train", "batch_size"): 4,
+    ("augment", "crop_size"): 32,
+    ("plot", "num_samples"): 2,
+}
+FIGURES = ["per_class_iou.png", "sample_predictions.png", "training_history.png", "confusion_matrix.png",
+           "model_progress.gif"]
+
+
+def run(command: list[str], cwd: Path, env: dict) -> str:
+    result = subprocess.run(command, cwd=cwd, env=env, capture_output=True, text=True)
+    assert result.returncode == 0, f"{' '.join(command)} failed:\n{result.stdout[-3000:]}\n{result.stderr[-3000:]}"
+    return result.stdout
+
+
+@pytest.fixture(scope="module")
+def project(tmp_path_factory) -> tuple[Path, dict]:
+    """A fresh git + DVC repository holding the project with tiny params, after a real `dvc repro`."""
+    root = tmp_path_factory.mktemp("project")
+    for name in PROJECT_FILES:
+        source = REPO_ROOT / name
+        if source.is_dir():
+            shutil.copytree(source, root / name, ignore=shutil.ignore_patterns("__pycache__"))
+        else:
+            shutil.copy2(source, root / name)
+    params = yaml.safe_load((root / "params.yaml").read_text())
+    for keys, value in TINY.items():
+        section = params
+        for key in keys[:-1]:
+            section = section[key]
+        section[keys[-1]] = value
+    (root / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("MLFLOW_", "DVC_"))}
+    env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env['PATH']}"
+    run(["git", "init", "-q"], root, env)
+    run(["git", "config", "user.email", "test@localhost"], root, env)
+    run(["git", "config", "user.name", "test"], root, env)
+    run(["dvc", "init", "-q"], root, env)
+    run(["git", "add", "-A"], root, env)
+    run(["git", "commit", "-qm", "project"], root, env)
+    run(["dvc", "repro"], root, env)
+    return root, env
+
+
+def mlflow_runs(root: Path) -> list:
+    mlflow.set_tracking_uri(f"sqlite:///{root / 'mlflow.db'}")
+    experiment = mlflow.get_experiment_by_name("segmentation")
+    return mlflow.MlflowClient().search_runs([experiment.experiment_id], order_by=["attributes.start_time ASC"])
+
+
+def test_repro_writes_every_output_and_is_up_to_date(project):
+    root, env = project
+    metrics = json.loads((root / "reports/eval/metrics.json").read_text())
+    assert {"miou", "pixel_accuracy", "mean_accuracy", "loss", "miou_processed"} <= set(metrics)
+    assert all(isinstance(value, float) for value in metrics.values())
+    per_class = json.loads((root / "reports/eval/per_class_iou.json").read_text())
+    assert list(per_class)[:2] == ["background", "disc"]
+    history = (root / "reports/train/history.csv").read_text().splitlines()
+    assert history[0] == "epoch,train_loss,val_loss,val_miou,val_pixel_accuracy,lr" and len(history) == 3
+    for name in FIGURES:
+        with Image.open(root / "reports/figures" / name) as image:
+            assert min(image.size) > 100
+    assert "up to date" in run(["dvc", "status"], root, env).lower()
+
+
+def test_repro_run_is_in_mlflow_with_metrics_artifacts_and_a_loadable_model(project):
+    root, _ = project
+    (run_info,) = mlflow_runs(root)
+    assert run_info.data.params["model"] == "unet" and run_info.data.params["train.epochs"] == "2"
+    history = mlflow.MlflowClient().get_metric_history(run_info.info.run_id, "val_miou")
+    assert [m.step for m in history] == [1, 2]
+    assert "eval_miou" in run_info.data.metrics
+    artifacts = {a.path for a in mlflow.MlflowClient().list_artifacts(run_info.info.run_id, "reports/figures")}
+    assert {f"reports/figures/{name}" for name in FIGURES} <= artifacts
+    model = mlflow.pytorch.load_model(f"runs:/{run_info.info.run_id}/model")
+    import torch
+
+    for shape in [(1, 3, 40, 56), (3, 3, 64, 64)]:
+        assert model(torch.rand(shape)).shape == (shape[0], 6, *shape[2:])
+
+
+def test_experiments_land_in_the_root_store_named_after_the_experiment(project):
+    root, env = project
+    run(["dvc", "exp", "run", "-S", "train.epochs=1", "-n", "in-workspace"], root, env)
+    run(["dvc", "exp", "run", "--temp", "-S", "train.epochs=1", "-n", "temp-one"], root, env)
+    names = [r.info.run_name for r in mlflow_runs(root)]
+    assert names[-2:] == ["in-workspace", "temp-one"]
+    shown = json.loads(run(["dvc", "exp", "show", "--json"], root, env))
+    experiments = {exp["name"]: exp for baseline in shown for exp in (baseline.get("experiments") or [])}
+    for name in ["in-workspace", "temp-one"]:
+        revision = experiments[name]["revs"][0]["data"]
+        assert "miou" in revision["metrics"]["reports/eval/metrics.json"]["data"]
