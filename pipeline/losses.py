@@ -13,22 +13,11 @@ from torch import nn
 LOSSES = ("ce", "dice", "focal", "ce+dice")
 
 
-class CrossEntropy(nn.Module):
-    """Pixel-wise cross entropy, weighted mean over non-ignored pixels (torch's convention)."""
-
-    def __init__(self, weight: torch.Tensor | None, ignore_index: int):
-        super().__init__()
-        self.register_buffer("weight", weight)
-        self.ignore_index = ignore_index
-
-    def forward(self, logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-        return F.cross_entropy(logits.float(), target, weight=self.weight, ignore_index=self.ignore_index)
-
-
 class FocalLoss(nn.Module):
     """Focal loss (Lin et al., 2017): cross entropy scaled by (1 - p_true)**gamma, so easy pixels count less.
 
-    With gamma=0 it equals CrossEntropy, class weights included.
+    gamma=0 is cross entropy. Weighted mean over non-ignored pixels (torch's convention for class
+    weights), but 0 rather than NaN when every pixel is ignored, so one such batch cannot poison training.
     """
 
     def __init__(self, weight: torch.Tensor | None, ignore_index: int, gamma: float):
@@ -39,10 +28,12 @@ class FocalLoss(nn.Module):
 
     def forward(self, logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
         valid = target != self.ignore_index
-        safe_target = torch.where(valid, target, 0).unsqueeze(1)
-        log_p = F.log_softmax(logits.float(), dim=1).gather(1, safe_target).squeeze(1)
-        loss = -((1 - log_p.exp()) ** self.gamma) * log_p
-        pixel_weight = valid.float() if self.weight is None else self.weight[safe_target.squeeze(1)] * valid
+        safe_target = torch.where(valid, target, 0)
+        log_p = F.log_softmax(logits.float(), dim=1).gather(1, safe_target.unsqueeze(1)).squeeze(1)
+        loss = -log_p
+        if self.gamma:  # clamped: (1 - p)**gamma has an infinite slope at p = 1 when gamma < 1
+            loss = loss * (1 - log_p.exp()).clamp_min(1e-6) ** self.gamma
+        pixel_weight = valid.float() if self.weight is None else self.weight[safe_target] * valid
         return (loss * pixel_weight).sum() / pixel_weight.sum().clamp_min(1e-12)
 
 
@@ -100,7 +91,7 @@ def build_loss(name: str, num_classes: int, ignore_index: int = 255, class_weigh
             raise ValueError(f"class_weights: expected non-negative values, not all zero; got {list(class_weights)}")
         weight = torch.tensor(class_weights, dtype=torch.float32)
     makers = {
-        "ce": lambda: CrossEntropy(weight, ignore_index),
+        "ce": lambda: FocalLoss(weight, ignore_index, gamma=0.0),
         "dice": lambda: DiceLoss(num_classes, weight, ignore_index),
         "focal": lambda: FocalLoss(weight, ignore_index, focal_gamma),
     }

@@ -34,7 +34,7 @@ class EpochScheduler:
     lr(epoch) = base_lr * factor(epoch). Warmup epochs e < W get (e + 1) / (W + 1); after that, with
     t = (e - W) / (epochs - W) in [0, 1): cosine 0.5 * (1 + cos(pi t)), poly (1 - t) ** poly_power,
     none 1, plateau the current plateau scale (multiplied by plateau_factor whenever the validation
-    metric has not improved for more than plateau_patience epochs, as torch's ReduceLROnPlateau).
+    metric has not improved for more than plateau_patience epochs: ReduceLROnPlateau with threshold 0).
     The lr for epoch 0 is set at construction; step() after epoch e sets it for epoch e + 1.
     """
 
