@@ -78,8 +78,26 @@ class UNetParams:
 
 
 @dataclass(frozen=True)
+class ResNet34UNetParams:
+    encoder_weights: str = "imagenet"  # imagenet (from the torch hub cache) | none | path to a resnet34 .pth
+    decoder_channels: tuple[int, ...] = (256, 128, 64, 32, 16)
+
+
+@dataclass(frozen=True)
+class MultiScaleUNetParams:
+    scales: tuple[int, ...] = (256, 128, 64)
+    base_channels: int = 16
+    depth: int = 4
+    stem_channels: int = 16
+    bilinear: bool = True
+    dropout: float = 0.0
+
+
+@dataclass(frozen=True)
 class ModelsParams:
     unet: UNetParams = field(default_factory=UNetParams)
+    resnet34_unet: ResNet34UNetParams = field(default_factory=ResNet34UNetParams)
+    multiscale_unet: MultiScaleUNetParams = field(default_factory=MultiScaleUNetParams)
 
 
 @dataclass(frozen=True)

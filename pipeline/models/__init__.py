@@ -6,10 +6,19 @@ from typing import Callable, Sequence
 import torch
 from torch import nn
 
+from pipeline.models.multiscale_unet import MultiScaleUNet
+from pipeline.models.resnet_unet import ResNet34UNet
 from pipeline.models.unet import UNet
 
 BUILDERS: dict[str, Callable[..., nn.Module]] = {
     "unet": UNet,
+    "resnet34_unet": ResNet34UNet,
+    "multiscale_unet": MultiScaleUNet,
+}
+# Params that only say how to initialise, and their value when a trained model is rebuilt: the checkpoint
+# holds the weights, so rebuilding must not need the pretrained file (or the network).
+REBUILD_OVERRIDES: dict[str, dict] = {
+    "resnet34_unet": {"encoder_weights": "none"},
 }
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -40,6 +49,11 @@ def build_network(name: str, num_classes: int, model_params: dict) -> nn.Module:
     if name not in BUILDERS:
         raise ValueError(f"model: unknown architecture {name!r}; choose one of {', '.join(BUILDERS)}")
     return BUILDERS[name](num_classes=num_classes, **model_params)
+
+
+def rebuild_params(name: str, model_params: dict) -> dict:
+    """The params block saved at train time, made safe for rebuilding a model whose weights come next."""
+    return {**model_params, **REBUILD_OVERRIDES.get(name, {})}
 
 
 def build_model(name: str, class_names: Sequence[str], model_params: dict) -> SegmentationModel:
