@@ -6,7 +6,7 @@ from pathlib import Path
 import torch
 
 from pipeline.atomic import atomic_path
-from pipeline.models import SegmentationModel, build_model
+from pipeline.models import SegmentationModel, build_model, rebuild_params
 
 
 def save_checkpoint(path: Path, model: SegmentationModel, architecture: str, model_params: dict, **extra) -> None:
@@ -27,6 +27,7 @@ def read_checkpoint(path: Path) -> dict:
 def load_checkpoint(path: Path) -> SegmentationModel:
     """The model stored at `path`, in eval mode on the CPU."""
     payload = read_checkpoint(path)
-    model = build_model(payload["architecture"], payload["class_names"], payload["model_params"])
+    architecture = payload["architecture"]
+    model = build_model(architecture, payload["class_names"], rebuild_params(architecture, payload["model_params"]))
     model.load_state_dict(payload["state_dict"])
     return model.eval()

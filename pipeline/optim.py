@@ -61,6 +61,16 @@ class EpochScheduler:
         self.epoch += 1
         self._apply()
 
+    def state_dict(self) -> dict:
+        """What a resumed run needs to continue the schedule exactly."""
+        return {"epoch": self.epoch, "plateau_scale": self.plateau_scale, "best": self.best,
+                "bad_epochs": self.bad_epochs}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.epoch, self.plateau_scale = state["epoch"], state["plateau_scale"]
+        self.best, self.bad_epochs = state["best"], state["bad_epochs"]
+        self._apply()
+
     @property
     def lr(self) -> float:
         return self.optimizer.param_groups[0]["lr"]

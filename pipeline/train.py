@@ -29,7 +29,7 @@ from pipeline.data.palette import IGNORE_INDEX
 from pipeline.device import autocast, pick_device, pick_precision
 from pipeline.losses import build_loss
 from pipeline.metrics import SplitScores
-from pipeline.models import SegmentationModel, build_model, count_parameters
+from pipeline.models import SegmentationModel, build_model, count_parameters, rebuild_params
 from pipeline.optim import build_optimizer, build_scheduler
 from pipeline.partial_labels import marginal_cross_entropy
 
@@ -237,7 +237,7 @@ def finish(params: Params, outputs: TrainOutputs, state: dict, progress_images: 
     """Write the best checkpoint and the reports, log them and the model to MLflow, mark the state completed."""
     best = state["best"]
     model_params = dataclasses.asdict(params.model_params())
-    best_model = build_model(params.model, class_names, model_params)
+    best_model = build_model(params.model, class_names, rebuild_params(params.model, model_params))
     best_model.load_state_dict(state["best_weights"])
     save_checkpoint(outputs.model, best_model, params.model, model_params, epoch=best["best_epoch"],
                     mlflow_run_id=state["run_id"], image_size=image_size)
