@@ -2,8 +2,9 @@
 
 Run from the repo root: `python -m benchmarks.train_throughput` (needs benchmarks/requirements.txt).
 smp is measured in the same run, so the ratios hold even when the machine's load changes between runs;
-the load average is printed before and after, and `--rounds` > 1 keeps each model's best round, which
-filters out bursts of other jobs. `--convergence` instead trains each model on one fixed synthetic batch
+the load average is printed before and after. With `--rounds` > 1 every round measures all models in
+turn and the table shows medians over rounds, ratios being medians of each round's own ratio: a burst
+(or a lull) of other jobs then moves one round, not the answer. `--convergence` instead trains each model on one fixed synthetic batch
 in both precisions, to check that bf16 still learns as fp32 does.
 """
 from __future__ import annotations
@@ -150,20 +151,21 @@ def main() -> None:
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, cpu {torch.backends.cpu.get_cpu_capability()}, "
           f"batch {args.batch}, {args.size}x{args.size}, {args.classes} classes, median of {args.steps} steps; "
           f"load before {os.getloadavg()}")
-    results = {}
+    rounds = []
     for round_ in range(args.rounds):
+        rounds.append({})
         for name, make in makers.items():
             for mode in args.modes:
-                train, infer = measure(make, mode, args)
-                best = results.get((name, mode), (0.0, 0.0))
-                results[name, mode] = (max(train, best[0]), max(infer, best[1]))
+                rounds[-1][name, mode] = train, infer = measure(make, mode, args)
                 print(f"  round {round_}: {name} {mode}: train {train:.2f} img/s, infer {infer:.2f} img/s, "
                       f"load {os.getloadavg()[0]:.2f}", flush=True)
     print(f"load after {os.getloadavg()}\n")
     print(f"{'model':22s} {'mode':8s} {'train img/s':>11s} {'x smp':>6s} {'infer img/s':>11s} {'x smp':>6s}")
-    for (name, mode), (train, infer) in results.items():
-        ref_train, ref_infer = results[REFERENCE, mode]
-        print(f"{name:22s} {mode:8s} {train:11.2f} {train / ref_train:6.2f} {infer:11.2f} {infer / ref_infer:6.2f}")
+    for name, mode in rounds[0]:
+        train, infer = (statistics.median(r[name, mode][i] for r in rounds) for i in (0, 1))
+        train_ratio, infer_ratio = (statistics.median(r[name, mode][i] / r[REFERENCE, mode][i] for r in rounds)
+                                    for i in (0, 1))
+        print(f"{name:22s} {mode:8s} {train:11.2f} {train_ratio:6.2f} {infer:11.2f} {infer_ratio:6.2f}")
 
 
 if __name__ == "__main__":
