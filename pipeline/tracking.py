@@ -23,12 +23,15 @@ from mlflow.types import Schema, TensorSpec
 from pipeline.repo import repo_root, resolve
 
 SQLITE_PREFIX = "sqlite:///"
+# Read once at import: mlflow.set_tracking_uri() writes this variable too, so a later read could not
+# tell the user's setting from our own.
+USER_TRACKING_URI = os.environ.get("MLFLOW_TRACKING_URI")
 CHAMPION = "champion"
 
 
 def resolve_tracking_uri(configured: str) -> str:
     """MLFLOW_TRACKING_URI from the environment wins; a relative sqlite path is made absolute at the repo root."""
-    uri = os.environ.get("MLFLOW_TRACKING_URI", configured)
+    uri = USER_TRACKING_URI or configured
     if uri.startswith(SQLITE_PREFIX):
         uri = SQLITE_PREFIX + str(resolve(uri[len(SQLITE_PREFIX):]))
     return uri

@@ -1,8 +1,9 @@
 """The built-in dataset: textured scenes of occluding shapes, written in the exact Pascal VOC 2012 layout.
 
-Colour says nothing about class (every object gets a random colour and texture), so a model has to
-learn shape. Object edges carry a 255 "void" band like VOC's, images come in varied sizes, and later
-objects occlude earlier ones.
+Objects are saturated and backgrounds muted, so figure and ground can be told apart quickly. Each
+class has a typical hue, but hues are jittered so much that neighbouring classes overlap: colour
+narrows the class down, shape decides it. Object edges carry a 255 "void" band like VOC's, images
+come in varied sizes, and later objects occlude earlier ones.
 """
 from __future__ import annotations
 
@@ -18,6 +19,7 @@ from pipeline.data.voc import CLASSES_FILE, VOC_SUBDIR
 
 CLASSES = ["background", "disc", "square", "triangle", "star", "cross"]
 BORDER_WIDTH = 3
+HUE_JITTER = 0.17  # fraction of the colour wheel; class hues are 0.2 apart, so neighbours overlap
 
 
 def shape_polygon(name: str, center: np.ndarray, radius: float, angle: float) -> list[tuple[float, float]]:
@@ -47,6 +49,12 @@ def _rotate(points: np.ndarray, angle: float, center: np.ndarray) -> list[tuple[
     return [tuple(p) for p in points @ rotation.T + center]
 
 
+def hsv_colour(hue: float, saturation: float, value: float) -> np.ndarray:
+    """An RGB colour in 0..255 from HSV in 0..1."""
+    pixel = np.array([[[hue % 1.0, saturation, value]]]) * 255
+    return np.asarray(Image.fromarray(pixel.astype(np.uint8), "HSV").convert("RGB"), dtype=np.float32)[0, 0]
+
+
 def texture(rng: np.random.Generator, height: int, width: int, base: np.ndarray, contrast: float) -> np.ndarray:
     """Smooth colour noise plus stripes around colour `base`: HxWx3 float."""
     coarse = rng.normal(0, 1, (rng.integers(3, 9), rng.integers(3, 9), 3))
@@ -63,7 +71,8 @@ def texture(rng: np.random.Generator, height: int, width: int, base: np.ndarray,
 def render_scene(rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
     """One image (HxWx3 uint8) and its mask (HxW uint8 class indices with 255 borders)."""
     width, height = int(rng.integers(200, 400)), int(rng.integers(180, 380))
-    image = texture(rng, height, width, rng.uniform(40, 215, 3), contrast=rng.uniform(0.4, 1.0))
+    background = hsv_colour(rng.uniform(), rng.uniform(0.0, 0.35), rng.uniform(0.3, 0.9))
+    image = texture(rng, height, width, background, contrast=rng.uniform(0.3, 0.8))
     labels = Image.new("L", (width, height), 0)
     label_draw = ImageDraw.Draw(labels)
     for _ in range(int(rng.integers(1, 6))):
@@ -74,8 +83,9 @@ def render_scene(rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
         object_mask = Image.new("L", (width, height), 0)
         ImageDraw.Draw(object_mask).polygon(polygon, fill=255)
         inside = np.asarray(object_mask, dtype=bool)
-        colour = rng.uniform(20, 235, 3)
-        image[inside] = texture(rng, height, width, colour, contrast=rng.uniform(0.2, 0.7))[inside]
+        hue = class_index / (len(CLASSES) - 1) + rng.uniform(-HUE_JITTER, HUE_JITTER)
+        colour = hsv_colour(hue, rng.uniform(0.55, 1.0), rng.uniform(0.45, 1.0))
+        image[inside] = texture(rng, height, width, colour, contrast=rng.uniform(0.1, 0.35))[inside]
         label_draw.polygon(polygon, fill=class_index)
     image = np.asarray(Image.fromarray(np.clip(image, 0, 255).astype(np.uint8)).filter(ImageFilter.GaussianBlur(0.8)))
     mask = np.asarray(labels).copy()

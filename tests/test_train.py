@@ -1,0 +1,142 @@
+"""The real training loop on tiny generated data: it learns, it resumes after a kill in the same MLflow run,
+and partially labelled data trains with the marginal loss and is scored per labelled class."""
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import mlflow
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+from PIL import Image
+
+from pipeline.checkpoint import load_checkpoint
+from pipeline.config import MlflowParams, Params, parse
+from pipeline.data import synthetic
+from pipeline.data.interim import write_interim
+from pipeline.data.preprocess import preprocess
+from pipeline.data.single_class import read_single_class
+from pipeline.data.voc import read_custom_voc
+from pipeline.evaluate import evaluate
+from pipeline.train import TrainOutputs, train
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+TINY = {"data": {"image_size": 64}, "models": {"unet": {"base_channels": 4, "depth": 2}},
+        "train": {"epochs": 3, "batch_size": 4, "lr": 0.01}, "augment": {"crop_size": 0}}
+
+
+def tiny_params(tmp_path: Path, **train_overrides) -> Params:
+    raw = json.loads(json.dumps(TINY))
+    raw["train"].update(train_overrides)
+    raw["mlflow"] = {"tracking_uri": f"sqlite:///{tmp_path / 'mlflow.db'}", "experiment": "tests"}
+    return parse(Params, raw, "")
+
+
+def outputs(tmp_path: Path) -> TrainOutputs:
+    return TrainOutputs(model=tmp_path / "models/model.pt", state=tmp_path / "models/train_state.pt",
+                        history=tmp_path / "reports/history.csv", metrics=tmp_path / "reports/metrics.json",
+                        progress=tmp_path / "reports/progress.npz")
+
+
+@pytest.fixture(scope="module")
+def synthetic_data(tmp_path_factory) -> tuple[Path, Path]:
+    root = tmp_path_factory.mktemp("synthetic")
+    synthetic.generate(root / "raw", num_train=24, num_val=6, seed=1)
+    write_interim(read_custom_voc(root / "raw", None), root / "interim")
+    preprocess(root / "interim", root / "processed", 64)
+    return root / "interim", root / "processed"
+
+
+def run_history(tmp_path: Path, run_id: str) -> list[int]:
+    mlflow.set_tracking_uri(f"sqlite:///{tmp_path / 'mlflow.db'}")
+    return [m.step for m in mlflow.MlflowClient().get_metric_history(run_id, "val_miou")]
+
+
+def test_training_learns_and_writes_every_output(synthetic_data, tmp_path):
+    _, processed = synthetic_data
+    best = train(tiny_params(tmp_path, epochs=4), processed, outputs(tmp_path))
+    history = pd.read_csv(tmp_path / "reports/history.csv")
+    assert list(history["epoch"]) == [1, 2, 3, 4]
+    assert history["train_loss"].iloc[-1] < history["train_loss"].iloc[0]
+    checkpoint = torch.load(tmp_path / "models/model.pt", weights_only=False)
+    assert checkpoint["epoch"] == best["best_epoch"] == int(history["val_miou"].idxmax()) + 1
+    model = load_checkpoint(tmp_path / "models/model.pt")
+    assert model(torch.rand(2, 3, 50, 70)).shape == (2, 6, 50, 70)
+    assert run_history(tmp_path, checkpoint["mlflow_run_id"]) == [1, 2, 3, 4]
+    progress = np.load(tmp_path / "reports/progress.npz")
+    assert list(progress["epochs"]) == [1, 2, 3, 4] and progress["predictions"].shape[1:] == (4, 64, 64)
+
+
+TRAIN_SCRIPT = """
+import sys, json
+sys.path.insert(0, {repo!r})
+from pathlib import Path
+from pipeline.config import Params, parse
+from pipeline.train import TrainOutputs, train
+params = parse(Params, json.loads({params!r}), "")
+train(params, Path({processed!r}), TrainOutputs(**{{k: Path(v) for k, v in json.loads({outputs!r}).items()}}))
+"""
+
+
+def test_killed_training_resumes_at_the_next_epoch_in_the_same_mlflow_run(synthetic_data, tmp_path):
+    _, processed = synthetic_data
+    params = tiny_params(tmp_path, epochs=12)
+    outs = outputs(tmp_path)
+    script = TRAIN_SCRIPT.format(repo=str(REPO_ROOT), params=json.dumps(dataclasses.asdict(params)),
+                                 processed=str(processed),
+                                 outputs=json.dumps({k: str(v) for k, v in dataclasses.asdict(outs).items()}))
+    env = {k: v for k, v in os.environ.items() if k != "MLFLOW_TRACKING_URI"}  # mlflow sets it in this process
+    process = subprocess.Popen([sys.executable, "-c", script], env=env, stdout=subprocess.DEVNULL,
+                               stderr=subprocess.DEVNULL)
+    deadline = time.time() + 120
+    while not outs.state.exists() and time.time() < deadline and process.poll() is None:
+        time.sleep(0.05)
+    process.send_signal(signal.SIGKILL)
+    process.wait()
+    saved = torch.load(outs.state, weights_only=False)
+    assert not saved["completed"], "training finished before it could be killed"
+
+    train(params, processed, outs)
+    resumed = torch.load(outs.state, weights_only=False)
+    assert resumed["completed"] and resumed["run_id"] == saved["run_id"]
+    assert [row["epoch"] for row in resumed["history"]] == list(range(1, 13))
+    assert resumed["history"][: saved["epoch"]] == saved["history"]
+    assert run_history(tmp_path, saved["run_id"]) == list(range(1, 13))
+    runs = mlflow.MlflowClient().search_runs([mlflow.get_experiment_by_name("tests").experiment_id])
+    assert len(runs) == 1
+
+
+def write_single_class_root(root: Path, synthetic_raw: Path) -> None:
+    """Two single-class sets cut from the synthetic scenes: discs in some images, squares in others."""
+    voc = synthetic_raw / "VOCdevkit" / "VOC2012"
+    ids = sorted(path.stem for path in (voc / "JPEGImages").glob("*.jpg"))
+    for offset, (name, class_index) in enumerate([("disc", 1), ("square", 2)]):
+        for sample_id in ids[offset::2]:
+            mask = np.asarray(Image.open(voc / "SegmentationClass" / f"{sample_id}.png")) == class_index
+            (root / name / "images").mkdir(parents=True, exist_ok=True)
+            (root / name / "masks").mkdir(parents=True, exist_ok=True)
+            Image.open(voc / "JPEGImages" / f"{sample_id}.jpg").save(root / name / "images" / f"{sample_id}.png")
+            Image.fromarray((mask * 255).astype(np.uint8)).save(root / name / "masks" / f"{sample_id}.png")
+
+
+def test_single_class_sets_train_with_the_marginal_loss_and_score_labelled_classes(synthetic_data, tmp_path):
+    interim, _ = synthetic_data
+    write_single_class_root(tmp_path / "root", interim.parent / "raw")
+    source = read_single_class(tmp_path / "root", val_fraction=0.3, seed=0)
+    write_interim(source, tmp_path / "interim")
+    preprocess(tmp_path / "interim", tmp_path / "processed", 64)
+    best = train(tiny_params(tmp_path, epochs=2), tmp_path / "processed", outputs(tmp_path))
+    assert 0.0 <= best["val_miou"] <= 1.0
+    metrics = evaluate(tmp_path / "processed", tmp_path / "interim", tmp_path / "models/model.pt",
+                       tmp_path / "eval", batch_size=4, tta={"hflip": False, "scales": [1.0]})
+    assert {"partial_miou", "partial_miou_processed", "miou"} <= set(metrics)
+    per_class = json.loads((tmp_path / "eval/per_class_iou.json").read_text())
+    assert list(per_class) == ["background", "disc", "square"]
