@@ -9,6 +9,12 @@ from pathlib import Path
 from typing import Iterator
 
 
+def current_umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
 @contextmanager
 def atomic_path(path: Path) -> Iterator[Path]:
     """Yield a temporary file beside `path`; it replaces `path` only if the block succeeds."""
@@ -17,6 +23,7 @@ def atomic_path(path: Path) -> Iterator[Path]:
     fd, name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     os.close(fd)
     tmp = Path(name)
+    tmp.chmod(0o666 & ~current_umask())  # mkstemp makes files private; the output is an ordinary file
     try:
         yield tmp
         os.replace(tmp, path)
@@ -30,6 +37,7 @@ def atomic_dir(path: Path) -> Iterator[Path]:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp"))
+    tmp.chmod(0o777 & ~current_umask())
     try:
         yield tmp
         if path.exists():

@@ -121,6 +121,7 @@ class TrainParams:
     early_stopping_patience: int = 0  # stop after this many epochs without a better val mIoU; 0: never
     freeze_encoder_epochs: int = 0  # resnet34_unet: train only the decoder for the first N epochs
     init_from: str | None = None  # start from a checkpoint path or an MLflow model URI
+    progress_every: int = 2  # epochs between the val predictions kept for the progress GIF
     device: Literal["auto", "cpu", "cuda", "mps"] = "auto"
     seed: int = 42
     deterministic: bool = False

@@ -215,7 +215,8 @@ def train(params: Params, processed_dir: Path, outputs: TrainOutputs) -> dict:
                    "val_pixel_accuracy": scores["pixel_accuracy"], "lr": lr}
             tqdm.write(f"epoch {epoch}: train_loss {train_loss:.4f} val_loss {row['val_loss']:.4f} val_miou {val_miou:.4f}")
             state["history"].append(row)
-            state["snapshots"].append((epoch, predict_classes(model, progress_images, device)))
+            if epoch == 1 or epoch % recipe.progress_every == 0:
+                state["snapshots"].append((epoch, predict_classes(model, progress_images, device)))
             if val_miou > state["best"]["val_miou"]:
                 state["best"] = {"val_miou": val_miou, "val_pixel_accuracy": scores["pixel_accuracy"],
                                  "val_loss": scores["loss"], "best_epoch": epoch}

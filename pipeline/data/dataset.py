@@ -51,7 +51,7 @@ class SegmentationArrays(Dataset):
 
     def __getitem__(self, item: int):
         index = self.indices[item]
-        image, mask = np.asarray(self.images[index]), np.asarray(self.masks[index])
+        image, mask = np.array(self.images[index]), np.array(self.masks[index])  # writable copies of the map
         if self.transform is not None:
             out = self.transform(image=image, mask=mask)
             image, mask = out["image"], out["mask"]

@@ -19,7 +19,7 @@ from pipeline.data.voc import CLASSES_FILE, VOC_SUBDIR
 
 CLASSES = ["background", "disc", "square", "triangle", "star", "cross"]
 BORDER_WIDTH = 3
-HUE_JITTER = 0.17  # fraction of the colour wheel; class hues are 0.2 apart, so neighbours overlap
+HUE_JITTER = 0.12  # fraction of the colour wheel; class hues are 0.2 apart, so neighbours overlap
 
 
 def shape_polygon(name: str, center: np.ndarray, radius: float, angle: float) -> list[tuple[float, float]]:
@@ -82,10 +82,15 @@ def render_scene(rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
         polygon = shape_polygon(CLASSES[class_index], center, radius, rng.uniform(0, 2 * np.pi))
         object_mask = Image.new("L", (width, height), 0)
         ImageDraw.Draw(object_mask).polygon(polygon, fill=255)
-        inside = np.asarray(object_mask, dtype=bool)
+        box = object_mask.getbbox()
+        if box is None:  # entirely outside the image
+            continue
+        left, top, right, bottom = box
+        inside = np.asarray(object_mask.crop(box), dtype=bool)
         hue = class_index / (len(CLASSES) - 1) + rng.uniform(-HUE_JITTER, HUE_JITTER)
         colour = hsv_colour(hue, rng.uniform(0.55, 1.0), rng.uniform(0.45, 1.0))
-        image[inside] = texture(rng, height, width, colour, contrast=rng.uniform(0.1, 0.35))[inside]
+        region = image[top:bottom, left:right]
+        region[inside] = texture(rng, bottom - top, right - left, colour, contrast=rng.uniform(0.1, 0.35))[inside]
         label_draw.polygon(polygon, fill=class_index)
     image = np.asarray(Image.fromarray(np.clip(image, 0, 255).astype(np.uint8)).filter(ImageFilter.GaussianBlur(0.8)))
     mask = np.asarray(labels).copy()
