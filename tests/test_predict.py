@@ -29,7 +29,8 @@ REGISTERED_NAME = "tiny-unet"
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory):
     """A tiny U-Net saved as a checkpoint and logged + registered (alias champion) in a sqlite MLflow store.
-    The store is chosen by environment variable, undone afterwards, so other tests keep their own."""
+    The store is set explicitly (an earlier set_tracking_uri in this process would win over the environment);
+    the environment variable, which the predict subprocesses read, is restored afterwards."""
     root = tmp_path_factory.mktemp("model")
     torch.manual_seed(0)
     model = build_model("unet", CLASSES, UNET_PARAMS).eval()
@@ -38,6 +39,7 @@ def trained(tmp_path_factory):
     tracking_uri = f"sqlite:///{root}/mlflow.db"
     with pytest.MonkeyPatch.context() as patch:
         patch.setenv("MLFLOW_TRACKING_URI", tracking_uri)
+        mlflow.set_tracking_uri(tracking_uri)
         experiment = mlflow.create_experiment("predict-test", artifact_location=(root / "artifacts").as_uri())
         with mlflow.start_run(experiment_id=experiment):
             info = mlflow.pytorch.log_model(model, name="model", serialization_format="pickle",
