@@ -91,7 +91,7 @@ def start_training_run(experiment_id: str, run_id: str | None, params):
     """A new run named and tagged after the DVC experiment, or the interrupted run `run_id` to continue."""
     if run_id is not None:
         return mlflow.start_run(run_id=run_id)
-    return mlflow.start_run(experiment_id=experiment_id, run_name=run_name(),
+    return mlflow.start_run(experiment_id=experiment_id, run_name=run_name(params.model, params.data.dataset),
                             tags=run_tags(params.data.dataset, params.model))
 
 
@@ -132,9 +132,10 @@ def log_and_promote_model(model, name: str, val_miou: float) -> None:
             client.set_registered_model_alias(name, CHAMPION, version.version)
 
 
-def run_name() -> str | None:
-    """The DVC experiment's name, so MLflow and `dvc exp show` speak of the same thing."""
-    return os.environ.get("DVC_EXP_NAME") or None
+def run_name(model: str, dataset: str) -> str:
+    """The DVC experiment's name, so MLflow and `dvc exp show` speak of the same thing; for a plain
+    `dvc repro`, what was trained on what."""
+    return os.environ.get("DVC_EXP_NAME") or f"repro-{model}-{dataset}"
 
 
 def attach_to_run(mlflow_params, run_id: str, metrics: dict[str, float], files: list[Path],

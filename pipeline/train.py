@@ -59,6 +59,13 @@ def subset_indices(size: int, limit: int | None, seed: int) -> np.ndarray | None
     return np.sort(np.random.default_rng(seed).choice(size, limit, replace=False))
 
 
+def split_dataset(params: Params, processed_dir: Path, manifest: dict, split: str, transform) -> SegmentationArrays:
+    """One split, restricted to `data.subset.<split>` seeded random samples when that is set."""
+    limit = getattr(params.data.subset, split)
+    indices = subset_indices(len(manifest["splits"][split]["ids"]), limit, params.train.seed)
+    return SegmentationArrays(processed_dir, split, transform, indices)
+
+
 def training_loss(params: Params, num_classes: int, partial: bool):
     """(logits, target, labelled) -> loss; partially labelled data needs the marginal cross-entropy."""
     if partial:
@@ -150,13 +157,11 @@ def train(params: Params, processed_dir: Path, outputs: TrainOutputs) -> dict:
     class_names = manifest["classes"]
 
     augmentation = build_augmentation(params.augment, recipe.seed)
-    train_set = SegmentationArrays(processed_dir, "train", augmentation,
-                                   subset_indices(len(manifest["splits"]["train"]["ids"]), params.data.subset.train, recipe.seed))
-    val_set = SegmentationArrays(processed_dir, "val", None,
-                                 subset_indices(len(manifest["splits"]["val"]["ids"]), params.data.subset.val, recipe.seed))
+    train_set = split_dataset(params, processed_dir, manifest, "train", augmentation)
+    val_set = split_dataset(params, processed_dir, manifest, "val", None)
     generator = torch.Generator()
-    train_loader = DataLoader(train_set, batch_size=recipe.batch_size, shuffle=True, drop_last=len(train_set) > recipe.batch_size,
-                              num_workers=recipe.num_workers, generator=generator)
+    train_loader = DataLoader(train_set, batch_size=recipe.batch_size, shuffle=True, generator=generator,
+                              drop_last=len(train_set) > recipe.batch_size, num_workers=recipe.num_workers)
     val_loader = DataLoader(val_set, batch_size=recipe.batch_size, num_workers=recipe.num_workers)
     progress_images = torch.stack([val_set[i][0] for i in range(min(PROGRESS_IMAGES, len(val_set)))])
     partial = not (train_set.labelled.all() and val_set.labelled.all())

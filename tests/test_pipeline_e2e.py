@@ -90,12 +90,17 @@ def test_repro_writes_every_output_and_is_up_to_date(project):
 def test_repro_run_is_in_mlflow_with_metrics_artifacts_and_a_loadable_model(project):
     root, _ = project
     (run_info,) = mlflow_runs(root)
+    assert run_info.info.run_name == "repro-unet-synthetic"
     assert run_info.data.params["model"] == "unet" and run_info.data.params["train.epochs"] == "2"
     history = mlflow.MlflowClient().get_metric_history(run_info.info.run_id, "val_miou")
     assert [m.step for m in history] == [1, 2]
     assert "eval_miou" in run_info.data.metrics
-    artifacts = {a.path for a in mlflow.MlflowClient().list_artifacts(run_info.info.run_id, "reports/figures")}
+    client = mlflow.MlflowClient()
+    artifacts = {a.path for folder in ["reports/figures", "reports/eval", "reports/train"]
+                 for a in client.list_artifacts(run_info.info.run_id, folder)}
     assert {f"reports/figures/{name}" for name in FIGURES} <= artifacts
+    assert {"reports/eval/metrics.json", "reports/eval/per_class_iou.json", "reports/eval/confusion_matrix.csv",
+            "reports/train/history.csv", "reports/train/metrics.json"} <= artifacts
     model = mlflow.pytorch.load_model(f"runs:/{run_info.info.run_id}/model")
     import torch
 
@@ -107,8 +112,13 @@ def test_experiments_land_in_the_root_store_named_after_the_experiment(project):
     root, env = project
     run(["dvc", "exp", "run", "-S", "train.epochs=1", "-n", "in-workspace"], root, env)
     run(["dvc", "exp", "run", "--temp", "-S", "train.epochs=1", "-n", "temp-one"], root, env)
-    names = [r.info.run_name for r in mlflow_runs(root)]
-    assert names[-2:] == ["in-workspace", "temp-one"]
+    runs = mlflow_runs(root)
+    assert [r.info.run_name for r in runs][-2:] == ["in-workspace", "temp-one"]
+    assert runs[-1].data.tags["dvc.exp_name"] == "temp-one" and "dvc exp apply temp-one" in runs[-1].data.tags[
+        "mlflow.note.content"]
+    champion = mlflow.MlflowClient().get_model_version_by_alias("segmentation", "champion")
+    best = max(runs, key=lambda r: r.data.metrics["best_val_miou"])
+    assert champion.run_id == best.info.run_id
     shown = json.loads(run(["dvc", "exp", "show", "--json"], root, env))
     experiments = {exp["name"]: exp for baseline in shown for exp in (baseline.get("experiments") or [])}
     for name in ["in-workspace", "temp-one"]:

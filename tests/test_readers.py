@@ -196,8 +196,8 @@ def write_ade(root: Path, splits: dict[str, dict[str, np.ndarray]]) -> Path:
     rows = [f"{i}\t0.01\t10\t1\t{'wall' if i == 1 else f'thing{i}, synonym'}" for i in range(1, 151)]
     root.mkdir(parents=True)
     (root / "objectInfo150.txt").write_text("Idx\tRatio\tTrain\tVal\tName\n" + "\n".join(rows) + "\n")
-    for folder, annotations in splits.items():
-        for name, values in annotations.items():
+    for folder, masks in splits.items():
+        for name, values in masks.items():
             save_photo(root / "images" / folder / f"{name}.jpg")
             save_mask(root / "annotations" / folder / f"{name}.png", Image.fromarray(values))
     return root

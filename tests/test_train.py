@@ -19,7 +19,7 @@ import torch
 from PIL import Image
 
 from pipeline.checkpoint import load_checkpoint
-from pipeline.config import MlflowParams, Params, parse
+from pipeline.config import Params, parse
 from pipeline.data import synthetic
 from pipeline.data.interim import write_interim
 from pipeline.data.preprocess import preprocess

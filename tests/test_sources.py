@@ -1,0 +1,61 @@
+"""Each downloadable dataset through the real path a stage takes: an archive in the published layout served
+over HTTP on 127.0.0.1 -> download stage -> merge -> preprocess."""
+from __future__ import annotations
+
+import hashlib
+import json
+
+import numpy as np
+import pytest
+
+from pipeline.config import DataParams, parse
+from pipeline.data import raw
+from pipeline.data.download import ArchiveSpec
+from pipeline.data.interim import read_classes, read_samples, write_interim
+from pipeline.data.preprocess import preprocess
+from pipeline.data.sources import read_source
+from tests.archives import ade20k_files, voc_files, write_tar, write_tree, write_zip
+from tests.http_server import FileServer, refused_url
+
+CASES = {
+    # dataset: (archive builder, files, classes, samples per split)
+    "voc2012": (write_tar, voc_files(), 21, {"train": 3, "val": 2}),
+    "ade20k": (write_zip, ade20k_files(), 150, {"train": 3, "val": 2}),
+}
+
+
+@pytest.mark.parametrize("dataset", CASES)
+def test_download_merge_preprocess_from_a_mirror(dataset, tmp_path, monkeypatch):
+    writer, files, num_classes, counts = CASES[dataset]
+    real = raw.ARCHIVES[dataset]
+    archive = writer(tmp_path / real.filename, files).read_bytes()
+    # The real MD5 belongs to the real multi-GB archive; this test's archive has its own.
+    monkeypatch.setitem(raw.ARCHIVES, dataset, ArchiveSpec(real.filename, hashlib.md5(archive).hexdigest(),
+                                                           real.root_subpath))
+    with FileServer({f"/mirror/{real.filename}": archive}) as server:
+        data = parse(DataParams, {"dataset": dataset, "download_dir": str(tmp_path / "downloads"),
+                                  dataset: {"urls": [refused_url(), server.url(f"/mirror/{real.filename}")]}},
+                     "data")
+        raw.download_source(data, tmp_path / "raw")
+    assert (tmp_path / "downloads" / real.filename).exists()
+
+    write_interim(read_source(data, tmp_path / "raw"), tmp_path / "interim")
+    assert len(read_classes(tmp_path / "interim")) == num_classes
+    assert read_samples(tmp_path / "interim")["split"].value_counts().to_dict() == counts
+    preprocess(tmp_path / "interim", tmp_path / "processed", 32)
+    masks = np.load(tmp_path / "processed" / "train_masks.npy")
+    assert masks.shape == (counts["train"], 32, 32)
+    values = set(np.unique(masks)) - {255}
+    assert values and max(values) < num_classes
+    manifest = json.loads((tmp_path / "processed" / "manifest.json").read_text())
+    assert manifest["splits"]["val"]["original_sizes"] == [[30, 40]] * counts["val"]
+
+
+def test_a_dataset_root_is_read_in_place_and_nothing_is_downloaded(tmp_path):
+    write_tree(tmp_path / "mine", voc_files())
+    data = parse(DataParams, {"dataset": "voc2012", "root": str(tmp_path / "mine" / "VOCdevkit" / "VOC2012"),
+                              "voc2012": {"urls": [refused_url()]}}, "data")
+    raw.download_source(data, tmp_path / "raw")
+    assert sorted(path.name for path in (tmp_path / "raw").iterdir()) == [raw.SOURCE_FILE]
+    source = read_source(data, tmp_path / "raw")
+    assert len(source.samples) == 5 and source.samples[0].image_path.is_relative_to(tmp_path / "mine")
