@@ -3,7 +3,7 @@
 The original-resolution numbers follow the VOC/ADE20K protocol (logits resized back to each mask)
 and are the headline `miou`, `pixel_accuracy`, ...; the same scores on the processed
 `image_size` squared arrays are reported with the suffix `_processed`. For partially labelled data
-(single-class sets) every class is scored only on the images labelled for it (`partial_miou`).
+(single-class sets) mIoU and per-class IoU score every class only on the images labelled for it.
 """
 from __future__ import annotations
 
@@ -61,9 +61,6 @@ def evaluate(processed_dir: Path, interim_dir: Path, model_path: Path, out_dir: 
     original = score_original(model, interim_dir, image_size, tta, partial)
     metrics = {name: original[name] for name in (*HEADLINE, "loss")}
     metrics.update({f"{name}_processed": processed[name] for name in (*HEADLINE, "loss")})
-    if partial:
-        metrics["partial_miou"] = original["partial_miou"]
-        metrics["partial_miou_processed"] = processed["partial_miou"]
     per_class = {name: None if np.isnan(iou) else iou for name, iou in zip(model.class_names, original["per_class_iou"])}
     out_dir = Path(out_dir)
     write_text(out_dir / "metrics.json", json.dumps(metrics, indent=2) + "\n")

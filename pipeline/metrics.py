@@ -62,7 +62,11 @@ def scores_from_confusion(confusion: np.ndarray) -> dict:
 
 
 class SplitScores:
-    """Loss and confusion-matrix scores accumulated over a split, plus partial-label IoU when needed."""
+    """Loss and confusion-matrix scores accumulated over a split.
+
+    For partially labelled data (single-class sets) `miou` and `per_class_iou` score every class only
+    on the images labelled for it: the plain confusion matrix would count "not labelled" as background.
+    """
 
     def __init__(self, num_classes: int, partial: bool):
         self.metrics = SegmentationMetrics(num_classes)
@@ -86,6 +90,5 @@ class SplitScores:
         scores["loss"] = self.loss_sum / max(self.pixels, 1)
         if self.partial is not None:
             partial = self.partial.compute()
-            scores["partial_miou"] = partial["miou"]
-            scores["per_class_iou"] = partial["per_class_iou"]
+            scores["miou"], scores["per_class_iou"] = partial["miou"], partial["per_class_iou"]
         return scores

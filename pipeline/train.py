@@ -214,7 +214,7 @@ def train(params: Params, processed_dir: Path, outputs: TrainOutputs) -> dict:
             train_loss = train_one_epoch(model, train_loader, loss_fn, optimizer, device, precision,
                                          recipe.grad_clip_norm, scaler, f"epoch {epoch}")
             scores = validate(model, val_loader, device, len(class_names), partial)
-            val_miou = scores["partial_miou" if partial else "miou"]
+            val_miou = scores["miou"]
             scheduler.step(val_miou)
             row = {"epoch": epoch, "train_loss": train_loss, "val_loss": scores["loss"], "val_miou": val_miou,
                    "val_pixel_accuracy": scores["pixel_accuracy"], "lr": lr}
