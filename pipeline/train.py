@@ -166,6 +166,7 @@ def train(params: Params, processed_dir: Path, outputs: TrainOutputs) -> dict:
     progress_images = torch.stack([val_set[i][0] for i in range(min(PROGRESS_IMAGES, len(val_set)))])
     partial = not (train_set.labelled.all() and val_set.labelled.all())
 
+    experiment_id = tracking.setup_experiment(params.mlflow)  # before init_from, which may name a model in the store
     model_params = dataclasses.asdict(params.model_params())
     model = build_model(params.model, class_names, model_params)
     if recipe.init_from:
@@ -192,7 +193,6 @@ def train(params: Params, processed_dir: Path, outputs: TrainOutputs) -> dict:
         scheduler.load_state_dict(state["scheduler"])
         print(f"resuming after epoch {state['epoch']} in MLflow run {state['run_id']}")
 
-    experiment_id = tracking.setup_experiment(params.mlflow)
     with tracking.start_training_run(experiment_id, state["run_id"], params) as run:
         if state["run_id"] is None:
             state["run_id"] = run.info.run_id

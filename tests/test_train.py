@@ -141,3 +141,24 @@ def test_single_class_sets_train_with_the_marginal_loss_and_score_labelled_class
     assert list(per_class) == ["background", "disc", "square"]
     scored = [iou for iou in per_class.values() if iou is not None]
     assert metrics["miou"] == pytest.approx(sum(scored) / len(scored))  # the partial-label IoU, not the plain one
+
+
+@pytest.mark.parametrize("source", ["checkpoint", "mlflow"])
+def test_fine_tuning_starts_from_the_given_model_on_a_seeded_subset(synthetic_data, tmp_path, source):
+    _, processed = synthetic_data
+    first = tmp_path / "first"
+    train(tiny_params(tmp_path, epochs=1), processed, outputs(first))
+    mlflow.set_tracking_uri("sqlite:///" + str(tmp_path / "elsewhere.db"))  # train must select the project's store
+    checkpoint = torch.load(first / "models/model.pt", weights_only=False)
+    init_from = (str(first / "models/model.pt") if source == "checkpoint"
+                 else f"runs:/{checkpoint['mlflow_run_id']}/model")
+    params = tiny_params(tmp_path, epochs=1, lr=1e-12, init_from=init_from)
+    params = dataclasses.replace(params, data=dataclasses.replace(
+        params.data, subset=dataclasses.replace(params.data.subset, train=8)))
+    train(params, processed, outputs(tmp_path / "second"))
+    tuned = torch.load(tmp_path / "second/models/model.pt", weights_only=False)
+    for name, value in checkpoint["state_dict"].items():
+        if name.endswith(".weight") and value.ndim == 4:  # convolutions: unchanged at a zero learning rate
+            assert torch.allclose(tuned["state_dict"][name], value, atol=1e-6), name
+    run = mlflow.MlflowClient().get_run(tuned["mlflow_run_id"])
+    assert run.data.params["data.num_train"] == "8" and run.data.params["train.init_from"] == init_from
