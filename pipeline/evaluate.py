@@ -14,6 +14,7 @@ import numpy as np
 import pandas as pd
 import torch
 from PIL import Image
+from torch.utils.data import DataLoader
 from tqdm import tqdm
 
 from pipeline.atomic import atomic_path, write_text
@@ -22,20 +23,15 @@ from pipeline.data.dataset import SegmentationArrays, read_manifest
 from pipeline.data.imageio import read_rgb
 from pipeline.data.interim import read_samples
 from pipeline.data.preprocess import labelled_matrix
-from pipeline.inference import predict_batch, predict_logits
-from pipeline.metrics import SplitScores
+from pipeline.inference import predict_logits
+from pipeline.metrics import SplitScores, score_loader
 
 HEADLINE = ("miou", "pixel_accuracy", "mean_accuracy", "fw_iou")
 
 
 def score_processed(model, processed_dir: Path, batch_size: int, tta: dict, partial: bool) -> dict:
-    dataset = SegmentationArrays(processed_dir, "val")
-    scores = SplitScores(len(model.class_names), partial)
-    for start in range(0, len(dataset), batch_size):
-        batch = [dataset[i] for i in range(start, min(start + batch_size, len(dataset)))]
-        images, masks, labelled = (torch.stack(items) for items in zip(*batch))
-        scores.update(predict_batch(model, images, **tta), masks, labelled)
-    return scores.compute()
+    loader = DataLoader(SegmentationArrays(processed_dir, "val"), batch_size=batch_size)
+    return score_loader(model, loader, torch.device("cpu"), len(model.class_names), partial, **tta)
 
 
 def score_original(model, interim_dir: Path, image_size: int, tta: dict, partial: bool) -> dict:

@@ -5,12 +5,15 @@ and is left out of the means, as in the VOC and ADE20K protocols.
 """
 from __future__ import annotations
 
+from typing import Sequence
+
 import numpy as np
 import torch
 import torch.nn.functional as F
 from torchmetrics.classification import MulticlassConfusionMatrix
 
 from pipeline.data.palette import IGNORE_INDEX
+from pipeline.inference import predict_batch
 from pipeline.partial_labels import PartialLabelIoU
 
 
@@ -92,3 +95,13 @@ class SplitScores:
             partial = self.partial.compute()
             scores["miou"], scores["per_class_iou"] = partial["miou"], partial["per_class_iou"]
         return scores
+
+
+def score_loader(model, loader, device: torch.device, num_classes: int, partial: bool, hflip: bool = False,
+                 scales: Sequence[float] = (1.0,)) -> dict:
+    """Loss and scores of `model` over every batch of `loader`, with optional test-time augmentation."""
+    scores = SplitScores(num_classes, partial)
+    for images, masks, labelled in loader:
+        log_probabilities = predict_batch(model, images.to(device), hflip=hflip, scales=scales)
+        scores.update(log_probabilities, masks.to(device), labelled.to(device))
+    return scores.compute()

@@ -27,8 +27,9 @@ from pipeline.config import Params, flatten
 from pipeline.data.dataset import SegmentationArrays, build_augmentation, read_manifest
 from pipeline.data.palette import IGNORE_INDEX
 from pipeline.device import autocast, pick_device, pick_precision
+from pipeline.inference import predict_batch
 from pipeline.losses import build_loss
-from pipeline.metrics import SplitScores
+from pipeline.metrics import score_loader
 from pipeline.models import SegmentationModel, build_model, count_parameters, rebuild_params
 from pipeline.optim import build_optimizer, build_scheduler
 from pipeline.partial_labels import marginal_cross_entropy
@@ -126,22 +127,6 @@ def train_one_epoch(model: nn.Module, loader: DataLoader, loss_fn, optimizer: to
     return total / max(count, 1)
 
 
-@torch.inference_mode()
-def validate(model: nn.Module, loader: DataLoader, device: torch.device, num_classes: int, partial: bool) -> dict:
-    """Cross-entropy and dataset-level scores over the whole split at the processed size."""
-    model.eval()
-    scores = SplitScores(num_classes, partial)
-    for images, masks, labelled in loader:
-        scores.update(model(images.to(device)).float().log_softmax(1), masks.to(device), labelled.to(device))
-    return scores.compute()
-
-
-@torch.inference_mode()
-def predict_classes(model: nn.Module, images: torch.Tensor, device: torch.device) -> np.ndarray:
-    model.eval()
-    return model(images.to(device)).argmax(1).byte().cpu().numpy()
-
-
 def train(params: Params, processed_dir: Path, outputs: TrainOutputs) -> dict:
     """Run (or resume) the training loop with MLflow tracking; returns the best epoch's numbers."""
     recipe = params.train
@@ -213,7 +198,7 @@ def train(params: Params, processed_dir: Path, outputs: TrainOutputs) -> dict:
             lr = scheduler.lr
             train_loss = train_one_epoch(model, train_loader, loss_fn, optimizer, device, precision,
                                          recipe.grad_clip_norm, scaler, f"epoch {epoch}")
-            scores = validate(model, val_loader, device, len(class_names), partial)
+            scores = score_loader(model, val_loader, device, len(class_names), partial)
             val_miou = scores["miou"]
             scheduler.step(val_miou)
             row = {"epoch": epoch, "train_loss": train_loss, "val_loss": scores["loss"], "val_miou": val_miou,
@@ -221,7 +206,8 @@ def train(params: Params, processed_dir: Path, outputs: TrainOutputs) -> dict:
             tqdm.write(f"epoch {epoch}: train_loss {train_loss:.4f} val_loss {row['val_loss']:.4f} val_miou {val_miou:.4f}")
             state["history"].append(row)
             if epoch == 1 or epoch % recipe.progress_every == 0:
-                state["snapshots"].append((epoch, predict_classes(model, progress_images, device)))
+                predictions = predict_batch(model, progress_images.to(device)).argmax(1).byte().cpu().numpy()
+                state["snapshots"].append((epoch, predictions))
             if val_miou > state["best"]["val_miou"]:
                 state["best"] = {"val_miou": val_miou, "val_pixel_accuracy": scores["pixel_accuracy"],
                                  "val_loss": scores["loss"], "best_epoch": epoch}
