@@ -4,18 +4,17 @@ Run from the repo root: `python -m benchmarks.train_throughput` (needs benchmark
 smp is measured in the same run, so the ratios hold even when the machine's load changes between runs;
 the load average is printed before and after. With `--rounds` > 1 every round measures all models in
 turn and the table shows medians over rounds, ratios being medians of each round's own ratio: a burst
-(or a lull) of other jobs then moves one round, not the answer. `--convergence` instead trains each model on one fixed synthetic batch
-in both precisions, to check that bf16 still learns as fp32 does.
+(or a lull) of other jobs then moves one round, not the answer. `--convergence` instead trains each
+model on one fixed synthetic batch in both precisions, to check that bf16 still learns as fp32 does.
 """
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import os
 import statistics
 import time
+from collections.abc import Callable
 from contextlib import nullcontext
-from typing import Callable
 
 import numpy as np
 import segmentation_models_pytorch as smp
@@ -24,10 +23,10 @@ import torch.nn.functional as F
 from PIL import Image
 from torch import nn
 
-from pipeline.config import MultiScaleUNetParams, UNetParams
-from pipeline.data.synthetic import CLASSES, render_scene
-from pipeline.models import build_network
-from pipeline.models.unet import UNet
+from pipeline.config import MultiScaleUNetParams, UNetParams, as_dict
+from pipeline.data.sources.synthetic import CLASSES, render_scene
+from pipeline.models.architectures.unet import UNet
+from pipeline.models.registry import build_network
 
 REFERENCE = "smp Unet-resnet34"
 MODES = ("fp32", "cl+bf16")
@@ -36,10 +35,10 @@ MODES = ("fp32", "cl+bf16")
 def model_makers(num_classes: int) -> dict[str, Callable[[], nn.Module]]:
     return {
         "unet base64 depth4": lambda: UNet(num_classes, base_channels=64, depth=4),
-        "unet (default)": lambda: build_network("unet", num_classes, dataclasses.asdict(UNetParams())),
+        "unet (default)": lambda: build_network("unet", num_classes, as_dict(UNetParams())),
         "resnet34_unet": lambda: build_network("resnet34_unet", num_classes, {"encoder_weights": "none"}),
         "multiscale_unet": lambda: build_network("multiscale_unet", num_classes,
-                                                 dataclasses.asdict(MultiScaleUNetParams())),
+                                                 as_dict(MultiScaleUNetParams())),
         REFERENCE: lambda: smp.Unet("resnet34", encoder_weights=None, classes=num_classes),
     }
 
@@ -148,7 +147,8 @@ def main() -> None:
         makers = {name: make for name, make in makers.items() if name in args.models or name == REFERENCE}
     if args.convergence:
         return convergence(list(makers), args.modes, args)
-    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, cpu {torch.backends.cpu.get_cpu_capability()}, "
+    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, "
+          f"cpu {torch.backends.cpu.get_cpu_capability()}, "
           f"batch {args.batch}, {args.size}x{args.size}, {args.classes} classes, median of {args.steps} steps; "
           f"load before {os.getloadavg()}")
     rounds = []

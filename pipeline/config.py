@@ -1,175 +1,263 @@
-"""Load params.yaml into typed dataclasses; a typo, a wrong type or an unknown name stops at once, naming the key."""
+"""params.yaml as frozen pydantic models, checked in full before any stage does work.
+
+Pydantic gives the schema in one place (types, ranges, defaults equal to params.yaml) and validates the nested
+blocks; this module only words its errors. Checked: unknown keys (with a did-you-mean), strict types (no "8" for 8;
+ints and float-like strings such as YAML's 1e-3 are accepted for floats), the allowed names, value ranges and
+cross-field rules (augment.crop_size vs data.image_size, warmup vs epochs, freezing needs a pretrained encoder).
+Every problem found becomes one ConfigError whose lines each name the dotted key, e.g. `train.lr: must be > 0`.
+"""
 from __future__ import annotations
 
-import dataclasses
 import difflib
-import types
 import typing
-from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal, TypeVar
 
 import yaml
+from pydantic import (
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    Strict,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
+from pydantic_core import PydanticCustomError
 
-DATASETS = ("synthetic", "voc2012", "ade20k", "voc_layout", "single_class")
-MODELS = ("unet", "resnet34_unet", "multiscale_unet")
+DatasetName = Literal["synthetic", "voc2012", "ade20k", "voc_layout", "single_class"]
+ModelName = Literal["unet", "resnet34_unet", "multiscale_unet"]
+OptimizerName = Literal["adam", "adamw", "sgd"]
+SchedulerName = Literal["plateau", "cosine", "poly", "none"]
+LossName = Literal["ce", "dice", "focal", "ce+dice"]
+PrecisionName = Literal["auto", "fp32", "bf16", "fp16"]
+DeviceName = Literal["auto", "cpu", "cuda", "mps"]
+BadSamplePolicy = Literal["error", "skip"]
+
+DATASETS = typing.get_args(DatasetName)
+MODELS = typing.get_args(ModelName)
+OPTIMIZERS = typing.get_args(OptimizerName)
+SCHEDULERS = typing.get_args(SchedulerName)
+LOSSES = typing.get_args(LossName)
+PRECISIONS = typing.get_args(PrecisionName)
+DEVICES = typing.get_args(DeviceName)
 
 
 class ConfigError(ValueError):
     """A parameter in params.yaml is missing, misspelt, of the wrong type or not an allowed value."""
 
 
-@dataclass(frozen=True)
-class SyntheticParams:
-    num_train: int = 320
-    num_val: int = 80
-    seed: int = 0
+def _float_from_text(value: Any) -> Any:
+    """PyYAML reads `1e-3` (no dot) as the string '1e-3': accept any string that parses as a float."""
+    if isinstance(value, str):
+        try:
+            return float(value)
+        except ValueError:
+            pass
+    return value
 
 
-@dataclass(frozen=True)
-class Voc2012Params:
-    urls: list[str] = field(default_factory=list)  # tried in order; each download is checked against the MD5
-    trainaug: bool = False  # train on the 10582-image SBD set (needs SegmentationClassAug + trainaug.txt)
+Int = Annotated[int, Strict()]  # no bools, no "8", no 8.0
+Str = Annotated[str, Strict()]
+Bool = Annotated[bool, Strict()]
+Float = Annotated[float, Strict(), BeforeValidator(_float_from_text)]  # ints become floats; bools are refused
+Count = Annotated[Int, Field(ge=1)]
+NonNegativeInt = Annotated[Int, Field(ge=0)]
+PositiveFloat = Annotated[Float, Field(gt=0)]
+NonNegativeFloat = Annotated[Float, Field(ge=0)]
+Probability = Annotated[Float, Field(ge=0, le=1)]
+BelowOne = Annotated[Float, Field(ge=0, lt=1)]  # [0, 1): dropout, momentum, scale_limit
 
 
-@dataclass(frozen=True)
-class Ade20kParams:
-    urls: list[str] = field(default_factory=list)
+def _invalid(field: str, detail: str, *related: str) -> PydanticCustomError:
+    """An error for key `field` (relative to the model raising it; "" for the field being validated).
+    `detail` may name sibling keys as {0}, {1}...: they are written out as dotted keys from `related`."""
+    return PydanticCustomError("config", "{detail}", {"field": field, "detail": detail, "related": related})
 
 
-@dataclass(frozen=True)
-class VocLayoutParams:
-    classes: list[str] | None = None  # class names when the root has no classes.txt
+class _Block(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
 
-@dataclass(frozen=True)
-class SingleClassParams:
-    val_fraction: float = 0.2  # per class, for folders without their own train/ and val/
-    split_seed: int = 0
+class SyntheticParams(_Block):
+    num_train: Count = 640
+    num_val: Count = 120
+    seed: Int = 0
 
 
-@dataclass(frozen=True)
-class SubsetParams:
-    train: int | None = None  # a seeded random subset of this many training images; null: all
-    val: int | None = None
+class Voc2012Params(_Block):
+    urls: list[Str] = ["http://host.robots.ox.ac.uk/pascal/VOC/voc2012/VOCtrainval_11-May-2012.tar"]  # tried in order
+    trainaug: Bool = False  # train on the 10582-image SBD set (needs SegmentationClassAug + trainaug.txt)
 
 
-@dataclass(frozen=True)
-class DataParams:
-    dataset: Literal[DATASETS] = "synthetic"
-    root: str | None = None  # an existing dataset folder: nothing is downloaded
-    download_dir: str = "data/downloads"
-    image_size: int = 256
-    on_bad_sample: Literal["error", "skip"] = "error"
-    subset: SubsetParams = field(default_factory=SubsetParams)
-    synthetic: SyntheticParams = field(default_factory=SyntheticParams)
-    voc2012: Voc2012Params = field(default_factory=Voc2012Params)
-    ade20k: Ade20kParams = field(default_factory=Ade20kParams)
-    voc_layout: VocLayoutParams = field(default_factory=VocLayoutParams)
-    single_class: SingleClassParams = field(default_factory=SingleClassParams)
+class Ade20kParams(_Block):
+    urls: list[Str] = ["http://data.csail.mit.edu/places/ADEchallenge/ADEChallengeData2016.zip"]
 
 
-@dataclass(frozen=True)
-class UNetParams:
-    base_channels: int = 16
-    depth: int = 4
-    bilinear: bool = True
-    dropout: float = 0.0
+class VocLayoutParams(_Block):
+    classes: list[Str] | None = None  # class names when the root has no classes.txt
 
 
-@dataclass(frozen=True)
-class ResNet34UNetParams:
-    encoder_weights: str = "imagenet"  # imagenet (from the torch hub cache) | none | path to a resnet34 .pth
-    decoder_channels: tuple[int, ...] = (256, 128, 64, 32, 16)
+class SingleClassParams(_Block):
+    val_fraction: Annotated[Float, Field(gt=0, lt=1)] = 0.2  # per class, for folders without train/ and val/
+    split_seed: Int = 0
 
 
-@dataclass(frozen=True)
-class MultiScaleUNetParams:
-    scales: tuple[int, ...] = (256, 128, 64)
-    base_channels: int = 16
-    depth: int = 4
-    stem_channels: int = 16
-    bilinear: bool = True
-    dropout: float = 0.0
+class SubsetParams(_Block):
+    train: Count | None = None  # a seeded random subset of this many training images; null: all
+    val: Count | None = None
 
 
-@dataclass(frozen=True)
-class ModelsParams:
-    unet: UNetParams = field(default_factory=UNetParams)
-    resnet34_unet: ResNet34UNetParams = field(default_factory=ResNet34UNetParams)
-    multiscale_unet: MultiScaleUNetParams = field(default_factory=MultiScaleUNetParams)
+class DataParams(_Block):
+    dataset: DatasetName = "synthetic"
+    root: Str | None = None  # an existing dataset folder: nothing is downloaded
+    download_dir: Str = "data/downloads"
+    image_size: Annotated[Int, Field(ge=16)] = 256
+    on_bad_sample: BadSamplePolicy = "error"
+    subset: SubsetParams = Field(default_factory=SubsetParams)
+    synthetic: SyntheticParams = Field(default_factory=SyntheticParams)
+    voc2012: Voc2012Params = Field(default_factory=Voc2012Params)
+    ade20k: Ade20kParams = Field(default_factory=Ade20kParams)
+    voc_layout: VocLayoutParams = Field(default_factory=VocLayoutParams)
+    single_class: SingleClassParams = Field(default_factory=SingleClassParams)
 
 
-@dataclass(frozen=True)
-class TrainParams:
-    epochs: int = 12
-    batch_size: int = 8
-    optimizer: Literal["adam", "adamw", "sgd"] = "adam"
-    lr: float = 0.002
-    momentum: float = 0.9  # sgd only
-    weight_decay: float = 0.0
-    scheduler: Literal["plateau", "cosine", "poly", "none"] = "plateau"
-    warmup_epochs: int = 0
-    poly_power: float = 0.9
-    plateau_patience: int = 2
-    plateau_factor: float = 0.5
-    loss: Literal["ce", "dice", "focal", "ce+dice"] = "ce"
-    class_weights: list[float] | None = None
-    focal_gamma: float = 2.0
-    precision: Literal["auto", "fp32", "bf16", "fp16"] = "auto"
-    grad_clip_norm: float = 0.0  # 0: no clipping
-    early_stopping_patience: int = 0  # stop after this many epochs without a better val mIoU; 0: never
-    freeze_encoder_epochs: int = 0  # resnet34_unet: train only the decoder for the first N epochs
-    init_from: str | None = None  # start from a checkpoint path or an MLflow model URI
-    progress_every: int = 2  # epochs between the val predictions kept for the progress GIF
-    device: Literal["auto", "cpu", "cuda", "mps"] = "auto"
-    seed: int = 42
-    deterministic: bool = False
-    num_workers: int = 0
-    num_threads: int = 0  # 0: torch's default
+class UNetParams(_Block):
+    base_channels: Count = 8
+    depth: Count = 4
+    bilinear: Bool = True
+    dropout: BelowOne = 0.0
 
 
-@dataclass(frozen=True)
-class AugmentParams:
-    crop_size: int = 0  # train on random crops of this size (0: whole images); validation always sees whole images
-    hflip: float = 0.5
-    scale_limit: float = 0.2
-    rotate_limit: float = 10.0
-    affine: float = 0.5
-    color_jitter: float = 0.3
+class ResNet34UNetParams(_Block):
+    encoder_weights: Str = "imagenet"  # imagenet (from the torch hub cache) | none | path to a resnet34 .pth
+    decoder_channels: Annotated[tuple[Count, ...], Field(min_length=1)] = (256, 128, 64, 32, 16)
 
 
-@dataclass(frozen=True)
-class EvaluateParams:
-    tta_hflip: bool = False  # also predict the mirrored image and average the probabilities
-    tta_scales: list[float] = field(default_factory=lambda: [1.0])  # input scales averaged at test time
+class MultiScaleUNetParams(_Block):
+    scales: Annotated[tuple[Count, ...], Field(min_length=1)] = (256, 128, 64)
+    base_channels: Count = 16
+    depth: Count = 4
+    stem_channels: Count = 16
+    bilinear: Bool = True
+    dropout: BelowOne = 0.0
 
 
-@dataclass(frozen=True)
-class PlotParams:
-    num_samples: int = 4
+class ModelsParams(_Block):
+    unet: UNetParams = Field(default_factory=UNetParams)
+    resnet34_unet: ResNet34UNetParams = Field(default_factory=ResNet34UNetParams)
+    multiscale_unet: MultiScaleUNetParams = Field(default_factory=MultiScaleUNetParams)
 
 
-@dataclass(frozen=True)
-class MlflowParams:
-    tracking_uri: str = "sqlite:///mlflow.db"
-    experiment: str = "segmentation"
+assert set(MODELS) == set(ModelsParams.model_fields), "ModelName and the blocks of ModelsParams differ"
+PRETRAINED_MODELS = tuple(name for name, info in ModelsParams.model_fields.items()
+                          if "encoder_weights" in info.annotation.model_fields)
 
 
-@dataclass(frozen=True)
-class Params:
-    model: Literal[MODELS] = "unet"
-    data: DataParams = field(default_factory=DataParams)
-    models: ModelsParams = field(default_factory=ModelsParams)
-    train: TrainParams = field(default_factory=TrainParams)
-    augment: AugmentParams = field(default_factory=AugmentParams)
-    evaluate: EvaluateParams = field(default_factory=EvaluateParams)
-    plot: PlotParams = field(default_factory=PlotParams)
-    mlflow: MlflowParams = field(default_factory=MlflowParams)
+class TrainParams(_Block):
+    epochs: Count = 16
+    batch_size: Count = 8
+    optimizer: OptimizerName = "adam"
+    lr: PositiveFloat = 0.002
+    momentum: BelowOne = 0.9  # sgd only
+    weight_decay: NonNegativeFloat = 0.0
+    scheduler: SchedulerName = "plateau"
+    warmup_epochs: NonNegativeInt = 0  # below epochs
+    poly_power: PositiveFloat = 0.9
+    plateau_patience: NonNegativeInt = 2
+    plateau_factor: Annotated[Float, Field(gt=0, lt=1)] = 0.5
+    loss: LossName = "ce"
+    class_weights: list[NonNegativeFloat] | None = None  # one per class; not all zero
+    focal_gamma: NonNegativeFloat = 2.0
+    precision: PrecisionName = "auto"
+    grad_clip_norm: NonNegativeFloat = 0.0  # 0: no clipping
+    early_stopping_patience: NonNegativeInt = 0  # stop after this many epochs without a better val mIoU; 0: never
+    freeze_encoder_epochs: NonNegativeInt = 0  # models with a pretrained encoder: train only the decoder at first
+    init_from: Str | None = None  # start from a checkpoint path or an MLflow model URI
+    progress_every: Count = 2  # epochs between the val predictions kept for the progress GIF
+    device: DeviceName = "auto"
+    seed: Int = 42
+    deterministic: Bool = False
+    num_workers: NonNegativeInt = 0
+    num_threads: NonNegativeInt = 0  # 0: torch's default
 
-    def model_params(self):
+    @field_validator("class_weights")
+    @classmethod
+    def _some_weight_positive(cls, weights: list[float] | None) -> list[float] | None:
+        if weights is not None and sum(weights) <= 0:
+            raise _invalid("", f"expected non-negative weights, not all zero; got {weights}")
+        return weights
+
+    @model_validator(mode="after")
+    def _warmup_within_epochs(self) -> TrainParams:
+        if self.warmup_epochs >= self.epochs:
+            raise _invalid("warmup_epochs", f"{self.warmup_epochs} must be less than {{0}} ({self.epochs})", "epochs")
+        return self
+
+
+class AugmentParams(_Block):
+    crop_size: NonNegativeInt = 128  # train on random crops of this size (0: whole images); val sees whole images
+    hflip: Probability = 0.5
+    scale_limit: BelowOne = 0.2
+    rotate_limit: Annotated[Float, Field(ge=0, le=180)] = 10.0
+    affine: Probability = 0.5
+    color_jitter: Probability = 0.3
+
+    @field_validator("crop_size")
+    @classmethod
+    def _no_tiny_crops(cls, size: int) -> int:
+        if 0 < size < 16:
+            raise _invalid("", f"must be 0 (whole images) or at least 16, got {size}")
+        return size
+
+
+class EvaluateParams(_Block):
+    batch_size: Count = 8
+    device: DeviceName = "auto"
+    tta_hflip: Bool = False  # also predict the mirrored image and average the probabilities
+    tta_scales: Annotated[list[PositiveFloat], Field(min_length=1)] = [1.0]  # input scales averaged at test time
+
+
+class PlotParams(_Block):
+    num_samples: Count = 4
+
+
+class MlflowParams(_Block):
+    tracking_uri: Str = "sqlite:///mlflow.db"
+    experiment: Str = "segmentation"
+
+
+class Params(_Block):
+    model: ModelName = "unet"
+    data: DataParams = Field(default_factory=DataParams)
+    models: ModelsParams = Field(default_factory=ModelsParams)
+    train: TrainParams = Field(default_factory=TrainParams)
+    augment: AugmentParams = Field(default_factory=AugmentParams)
+    evaluate: EvaluateParams = Field(default_factory=EvaluateParams)
+    plot: PlotParams = Field(default_factory=PlotParams)
+    mlflow: MlflowParams = Field(default_factory=MlflowParams)
+
+    def model_params(self) -> UNetParams | ResNet34UNetParams | MultiScaleUNetParams:
         """The block `models.<model>` that configures the chosen architecture."""
         return getattr(self.models, self.model)
+
+    @model_validator(mode="after")
+    def _crop_fits_the_image(self) -> Params:
+        if self.augment.crop_size > self.data.image_size:
+            raise _invalid("augment.crop_size", f"{self.augment.crop_size} is larger than {{0}} "
+                                                f"({self.data.image_size})", "data.image_size")
+        return self
+
+    @model_validator(mode="after")
+    def _freezing_needs_a_pretrained_encoder(self) -> Params:
+        if self.train.freeze_encoder_epochs > 0 and self.model not in PRETRAINED_MODELS:
+            raise _invalid("train.freeze_encoder_epochs", f"{self.train.freeze_encoder_epochs} needs a model with a "
+                           f"pretrained encoder ({', '.join(PRETRAINED_MODELS)}), got {{0}}: {self.model}", "model")
+        return self
+
+
+Block = TypeVar("Block", bound=BaseModel)
 
 
 def load_params(path: Path | str = "params.yaml") -> Params:
@@ -181,67 +269,20 @@ def load_params(path: Path | str = "params.yaml") -> Params:
     return parse(Params, raw, "")
 
 
-def parse(cls: type, raw: Any, key: str):
-    """Build dataclass `cls` from a dict, checking every key and value against the field types."""
-    where = key or "params.yaml"
-    if not isinstance(raw, dict):
-        raise ConfigError(f"{where}: expected a mapping with keys {_names(cls)}, got {raw!r}")
-    fields = {f.name: f for f in dataclasses.fields(cls)}
-    hints = typing.get_type_hints(cls)
-    for name in raw:
-        if name not in fields:
-            close = difflib.get_close_matches(str(name), fields, n=1)
-            hint = f" (did you mean '{close[0]}'?)" if close else ""
-            raise ConfigError(f"{_join(key, name)}: unknown key{hint}; allowed keys: {_names(cls)}")
-    values = {name: _coerce(hints[name], raw[name], _join(key, name)) for name in raw}
-    return cls(**values)
+def parse(cls: type[Block], raw: Any, key: str) -> Block:
+    """Build model `cls` from a dict; `key` ("" for the whole file) prefixes the dotted keys in error messages."""
+    try:
+        return cls.model_validate(raw)
+    except ValidationError as error:
+        raise ConfigError("\n".join(_describe(cls, e, key) for e in error.errors(include_url=False))) from None
 
 
-def _coerce(hint: Any, value: Any, key: str):
-    origin = typing.get_origin(hint)
-    if dataclasses.is_dataclass(hint):
-        return parse(hint, value, key)
-    if origin is Literal:
-        allowed = typing.get_args(hint)
-        allowed = allowed[0] if len(allowed) == 1 and isinstance(allowed[0], tuple) else allowed
-        if value not in allowed:
-            raise ConfigError(f"{key}: {value!r} is not allowed; choose one of {', '.join(map(str, allowed))}")
-        return value
-    if origin in (typing.Union, types.UnionType):
-        options = typing.get_args(hint)
-        if value is None and type(None) in options:
-            return None
-        errors = []
-        for option in (o for o in options if o is not type(None)):
-            try:
-                return _coerce(option, value, key)
-            except ConfigError as error:
-                errors.append(str(error))
-        raise ConfigError(errors[0])
-    if origin in (list, tuple):
-        (item,) = typing.get_args(hint)[:1]
-        if not isinstance(value, list):
-            raise ConfigError(f"{key}: expected a list, got {value!r}")
-        items = [_coerce(item, v, f"{key}[{i}]") for i, v in enumerate(value)]
-        return tuple(items) if origin is tuple else items
-    if hint is float and isinstance(value, (int, float)) and not isinstance(value, bool):
-        return float(value)
-    if hint in (int, str, bool) and type(value) is hint:
-        return value
-    if hint is dict and isinstance(value, dict):
-        return value
-    raise ConfigError(f"{key}: expected {getattr(hint, '__name__', hint)}, got {value!r}")
+def as_dict(block: BaseModel) -> dict[str, Any]:
+    """The block as plain data (nested dicts; list fields stay lists, tuple fields tuples)."""
+    return block.model_dump()
 
 
-def _names(cls: type) -> str:
-    return ", ".join(f.name for f in dataclasses.fields(cls))
-
-
-def _join(key: str, name: str) -> str:
-    return f"{key}.{name}" if key else str(name)
-
-
-def flatten(params: Params) -> dict[str, Any]:
+def flatten(params: BaseModel) -> dict[str, Any]:
     """{'train.lr': 0.002, ...}: the form MLflow and DVC show parameters in."""
     out: dict[str, Any] = {}
 
@@ -252,5 +293,76 @@ def flatten(params: Params) -> dict[str, Any]:
         else:
             out[prefix] = value
 
-    walk("", dataclasses.asdict(params))
+    walk("", as_dict(params))
     return out
+
+
+# -- error messages ---------------------------------------------------------------------------------------------
+
+_EXPECTED = {"int_type": "int", "int_parsing": "int", "int_from_float": "int", "float_type": "float",
+             "float_parsing": "float", "bool_type": "bool", "bool_parsing": "bool", "string_type": "str",
+             "list_type": "a list", "tuple_type": "a list", "finite_number": "a finite number"}
+_MAPPING_ERRORS = {"model_type", "model_attributes_type", "dict_type"}
+_BOUNDS = {"greater_than": ("gt", ">"), "greater_than_equal": ("ge", ">="), "less_than": ("lt", "<"),
+           "less_than_equal": ("le", "<=")}
+
+
+def _describe(cls: type[BaseModel], error: dict[str, Any], key: str) -> str:
+    """One line for one pydantic error: `<dotted key>: <what is wrong and what is expected>`."""
+    loc, kind, value, ctx = error["loc"], error["type"], error.get("input"), error.get("ctx", {})
+    where = _dotted(key, loc) or "params.yaml"
+    if kind in ("extra_forbidden", "invalid_key"):
+        return _unknown_key(_annotation_at(cls, loc[:-1]), _join(_dotted(key, loc[:-1]), str(loc[-1])))
+    if kind == "config":
+        prefix = _dotted(key, loc)
+        detail = ctx["detail"].format(*(_join(prefix, name) for name in ctx["related"]))
+        return f"{_join(prefix, ctx['field']) or 'params.yaml'}: {detail}"
+    if kind == "literal_error" and (allowed := _literal_values(_annotation_at(cls, loc))):
+        return f"{where}: {value!r} is not allowed; choose one of {', '.join(map(str, allowed))}"
+    if kind in _MAPPING_ERRORS:
+        names = ", ".join(getattr(_annotation_at(cls, loc), "model_fields", ()))
+        return f"{where}: expected a mapping with keys {names}, got {value!r}"
+    if kind in _EXPECTED:
+        return f"{where}: expected {_EXPECTED[kind]}, got {value!r}"
+    if kind in _BOUNDS:
+        name, sign = _BOUNDS[kind]
+        return f"{where}: must be {sign} {ctx[name]}, got {value!r}"
+    if kind == "too_short":
+        need = "must not be empty" if ctx["min_length"] == 1 else f"needs at least {ctx['min_length']} items"
+        return f"{where}: {need}, got {value!r}"
+    return f"{where}: {error['msg']}, got {value!r}"
+
+
+def _unknown_key(model: Any, key: str) -> str:
+    names = list(getattr(model, "model_fields", ()))
+    close = difflib.get_close_matches(key.rpartition(".")[2], names, n=1)
+    hint = f" (did you mean '{close[0]}'?)" if close else ""
+    return f"{key}: unknown key{hint}; allowed keys: {', '.join(names)}"
+
+
+def _annotation_at(cls: type[BaseModel], loc: tuple[str | int, ...]) -> Any:
+    """The type at `loc` inside model `cls` (cls itself for ()), or None once the path leaves the models."""
+    annotation: Any = cls
+    for part in loc:
+        fields = annotation.model_fields if isinstance(annotation, type) and issubclass(annotation, BaseModel) else {}
+        if part not in fields:
+            return None
+        annotation = fields[part].annotation
+    return annotation
+
+
+def _literal_values(annotation: Any) -> tuple:
+    if typing.get_origin(annotation) is Literal:
+        return typing.get_args(annotation)
+    return next((found for arg in typing.get_args(annotation) if (found := _literal_values(arg))), ())
+
+
+def _dotted(key: str, loc: tuple[str | int, ...]) -> str:
+    out = key
+    for part in loc:
+        out = f"{out}[{part}]" if isinstance(part, int) else _join(out, part)
+    return out
+
+
+def _join(key: str, name: str) -> str:
+    return f"{key}.{name}" if key and name != "" else str(name or key)

@@ -11,14 +11,14 @@ and cross-entropy work unchanged), and the output means the same with or without
 """
 from __future__ import annotations
 
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
-from typing import Iterator, Sequence
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 
-from pipeline.models import SegmentationModel
+from pipeline.models.segmenter import SegmentationModel
 
 
 @contextmanager
@@ -71,12 +71,14 @@ def image_to_tensor(image: np.ndarray) -> torch.Tensor:
     return torch.tensor(image).permute(2, 0, 1).unsqueeze(0).float() / 255  # a copy: PIL arrays are read-only
 
 
-def predict_logits(model: SegmentationModel, image: np.ndarray, image_size: int = 256, hflip: bool = False,
+def predict_logits(model: SegmentationModel, image: np.ndarray, image_size: int | None = None, hflip: bool = False,
                    scales: Sequence[float] = (1.0,)) -> torch.Tensor:
     """HxWx3 uint8 image -> (C, H, W) log-probabilities at the image's original size.
 
-    The image is resized to `image_size` squared for the model, and the logits bilinearly back, then
-    renormalised (interpolating log-probabilities does not keep them normalised)."""
+    The image is resized to `image_size` squared (default: the size the model was trained at) for the
+    model, and the logits bilinearly back, then renormalised (interpolating log-probabilities does not
+    keep them normalised)."""
+    image_size = image_size or model.image_size
     device = next(model.parameters()).device
     original_size = image.shape[:2]
     inputs = _resize(image_to_tensor(image).to(device), (image_size, image_size))
@@ -85,7 +87,7 @@ def predict_logits(model: SegmentationModel, image: np.ndarray, image_size: int 
         return _resize(logits, original_size)[0].log_softmax(dim=0)
 
 
-def predict_mask(model: SegmentationModel, image: np.ndarray, image_size: int = 256, hflip: bool = False,
+def predict_mask(model: SegmentationModel, image: np.ndarray, image_size: int | None = None, hflip: bool = False,
                  scales: Sequence[float] = (1.0,)) -> np.ndarray:
     """HxWx3 uint8 image -> HxW uint8 class indices at the image's original size."""
     if len(model.class_names) > 255:

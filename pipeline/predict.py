@@ -1,59 +1,172 @@
-"""Segment images with a trained model: a palette mask and a colour overlay per image.
+"""Segment images with a trained model: a palette mask and a colour overlay with a legend per image.
 
-    python -m pipeline.predict IMAGE... --model MODEL --out DIR [--image-size 256] [--hflip]
+    python -m pipeline.predict IMAGE_OR_FOLDER... --model MODEL --out DIR [--image-size N] [--device auto] [--hflip]
 
 MODEL is a checkpoint file (models/*.pt) or an MLflow model URI (models:/<name>@champion,
-runs:/<run id>/model). A missing or unreadable image is reported by name and skipped; the exit
-code is 1 if any image failed.
+runs:/<run id>/model). URIs are looked up in MLFLOW_TRACKING_URI if set, else in this project's
+store (params.yaml's mlflow.tracking_uri, relative to the project root), from whatever directory
+this runs in. A missing or unreadable image is reported by name and skipped; the exit code is 1 if
+any image failed.
 """
 from __future__ import annotations
 
 import argparse
+import os
+import re
 import sys
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Sequence
 
 import numpy as np
-from PIL import Image
+from PIL import Image, ImageDraw, ImageFont
 from tqdm import tqdm
 
+import pipeline
 from pipeline.atomic import atomic_path
-from pipeline.checkpoint import load_checkpoint
+from pipeline.config import ConfigError, load_params
 from pipeline.data.imageio import BadSampleError, read_rgb, write_mask_png
-from pipeline.data.palette import colorize
+from pipeline.data.labels import BACKGROUND
+from pipeline.data.palette import colorize, voc_palette
 from pipeline.inference import predict_mask
-from pipeline.models import SegmentationModel
+from pipeline.models.checkpoint import load_model
+from pipeline.models.segmenter import SegmentationModel
+from pipeline.training.device import pick_device
 
 OVERLAY_ALPHA = 0.5
+PROJECT_ROOT = Path(pipeline.__file__).resolve().parents[1]
+SQLITE_PREFIX = "sqlite:///"
+IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp")
+BACKGROUND_NAMES = ("background", "_background_", "bg")
+MODEL_URI = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]+:/")  # models:/, runs:/, s3://...; two letters at least
+LEGEND_PAD, LEGEND_SWATCH = 4, 12
+LEGEND_FILL, LEGEND_TEXT = (255, 255, 255), (0, 0, 0)
 
 
-def load_model(source: str) -> SegmentationModel:
-    """A checkpoint if `source` is an existing file, otherwise an MLflow model URI; eval mode, CPU."""
-    if Path(source).is_file():
-        return load_checkpoint(Path(source))
-    import mlflow.pytorch  # slow to import: only when needed
+def fail(message: str) -> SystemExit:
+    """A user error as one `error: ...` line and exit status 1, without a traceback (MLflow messages span lines)."""
+    return SystemExit("error: " + " ".join(str(message).split()))
 
+
+def use_project_store(source: str) -> None:
+    """Point MLflow at the project's store for a model URI, so that the URI resolves the same from any
+    directory; MLFLOW_TRACKING_URI from the environment wins, and without params.yaml MLflow keeps its default."""
+    params_file = PROJECT_ROOT / "params.yaml"
+    if not MODEL_URI.match(source) or os.environ.get("MLFLOW_TRACKING_URI") or not params_file.is_file():
+        return
     try:
-        model = mlflow.pytorch.load_model(source, map_location="cpu")
-    except Exception as error:  # MLflow raises several unrelated types for a bad URI
-        raise SystemExit(f"--model {source}: neither a checkpoint file nor a loadable MLflow model URI ({error})")
-    if not hasattr(model, "class_names"):
-        raise SystemExit(f"--model {source}: the MLflow model is not a SegmentationModel (no class_names)")
-    return model.eval()
+        uri = load_params(params_file).mlflow.tracking_uri
+    except ConfigError as error:
+        raise fail(error) from None
+    if uri.startswith(SQLITE_PREFIX) and not Path(uri[len(SQLITE_PREFIX):]).is_absolute():
+        uri = SQLITE_PREFIX + str(PROJECT_ROOT / uri[len(SQLITE_PREFIX):])
+    import mlflow  # slow to import: only when needed
+
+    mlflow.set_tracking_uri(uri)
 
 
-def overlay(image: np.ndarray, mask: np.ndarray, alpha: float = OVERLAY_ALPHA) -> np.ndarray:
-    """The image blended with the mask's VOC colours; HxWx3 uint8."""
-    blended = (1 - alpha) * image.astype(np.float32) + alpha * colorize(mask).astype(np.float32)
-    return blended.round().astype(np.uint8)
+def open_model(source: str, device: str) -> SegmentationModel:
+    """The model from a checkpoint file or MLflow URI on `device`; a bad source is a one-line user error."""
+    if not MODEL_URI.match(source) and not Path(source).is_file():  # skip MLflow's long message for a plain typo
+        raise fail(f"--model {source}: no such file; neither a checkpoint file nor an MLflow model URI")
+    use_project_store(source)
+    try:
+        model = load_model(source)
+    except (ValueError, OSError) as error:
+        raise fail(f"--model {error}") from None
+    return model.to(pick_device(device))
 
 
-def predict_files(model: SegmentationModel, paths: Sequence[Path], out_dir: Path, image_size: int = 256,
+def check_device(parser: argparse.ArgumentParser, name: str) -> None:
+    """An unavailable accelerator is the user's choice to correct, not a crash deep inside torch."""
+    import torch
+
+    available = {"cuda": torch.cuda.is_available(), "mps": torch.backends.mps.is_available()}
+    if not available.get(name, True):
+        parser.error(f"--device {name}: not available on this machine (choose auto or cpu)")
+
+
+def expand_inputs(paths: Sequence[Path]) -> list[Path]:
+    """Folders become their image files (sorted, not recursive); other paths stay, to be reported if unreadable."""
+    expanded = []
+    for path in paths:
+        if not path.is_dir():
+            expanded.append(path)
+            continue
+        images = sorted(p for p in path.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file())
+        if not images:
+            raise fail(f"{path}: a folder without image files ({', '.join(IMAGE_SUFFIXES)})")
+        expanded.extend(images)
+    return expanded
+
+
+def background_index(class_names: Sequence[str]) -> int | None:
+    """Index 0 is background only when it is named so: in some datasets class 0 is a real class ('building')."""
+    return BACKGROUND if class_names and class_names[0].lower() in BACKGROUND_NAMES else None
+
+
+def overlay(image: np.ndarray, mask: np.ndarray, background: int | None = BACKGROUND,
+            alpha: float = OVERLAY_ALPHA) -> np.ndarray:
+    """The image blended with the mask's VOC colours, except background pixels, which stay as they are
+    (blending them with black would darken the whole photo); HxWx3 uint8."""
+    blended = ((1 - alpha) * image.astype(np.float32) + alpha * colorize(mask).astype(np.float32)).round()
+    blended = blended.astype(np.uint8)
+    if background is not None:
+        keep = mask == background
+        blended[keep] = image[keep]
+    return blended
+
+
+def legend_entries(mask: np.ndarray, class_names: Sequence[str], background: int | None) -> list[tuple]:
+    """(colour, name) of each class present in the mask that the overlay colours."""
+    palette = voc_palette()
+    return [(tuple(int(c) for c in palette[index]), class_names[index] if index < len(class_names) else str(index))
+            for index in np.unique(mask).tolist() if index != background]
+
+
+def legend_rows(entries: list[tuple], width: int, font) -> list[list[tuple]]:
+    """Entries (colour, name, entry width) packed left to right into rows no wider than `width`."""
+    rows: list[list[tuple]] = [[]]
+    used = LEGEND_PAD
+    for colour, name in entries:
+        entry_width = LEGEND_SWATCH + LEGEND_PAD + int(font.getlength(name)) + 2 * LEGEND_PAD
+        if rows[-1] and used + entry_width > width:
+            rows.append([])
+            used = LEGEND_PAD
+        rows[-1].append((colour, name, entry_width))
+        used += entry_width
+    return rows
+
+
+def with_legend(picture: np.ndarray, entries: list[tuple]) -> Image.Image:
+    """The overlay above a white strip naming each coloured class beside its swatch, so a reader needs no
+    palette table; widened if the image is narrower than the longest entry. The image stays at the top left."""
+    font = ImageFont.load_default()
+    entries = entries or [(LEGEND_FILL, "background only")]
+    height, width = picture.shape[:2]
+    widest = max(LEGEND_SWATCH + int(font.getlength(name)) + 4 * LEGEND_PAD for _, name in entries)
+    canvas_width = max(width, widest)
+    rows = legend_rows(entries, canvas_width, font)
+    line = max(LEGEND_SWATCH, font.getbbox("Ag")[3]) + LEGEND_PAD
+    canvas = Image.new("RGB", (canvas_width, height + LEGEND_PAD + line * len(rows)), LEGEND_FILL)
+    canvas.paste(Image.fromarray(picture), (0, 0))
+    draw = ImageDraw.Draw(canvas)
+    for row_number, row in enumerate(rows):
+        top, left = height + LEGEND_PAD + row_number * line, LEGEND_PAD
+        for colour, name, entry_width in row:
+            draw.rectangle((left, top, left + LEGEND_SWATCH - 1, top + LEGEND_SWATCH - 1), fill=colour,
+                           outline=LEGEND_TEXT)
+            draw.text((left + LEGEND_SWATCH + LEGEND_PAD, top), name, fill=LEGEND_TEXT, font=font)
+            left += entry_width
+    return canvas
+
+
+def predict_files(model: SegmentationModel, paths: Sequence[Path], out_dir: Path, image_size: int | None = None,
                   hflip: bool = False) -> list[str]:
     """Write <stem>_mask.png and <stem>_overlay.png for every readable image; return the error messages
-    (each naming its file) for the others."""
+    (each naming its file) for the others. `image_size` None: the size the model was trained at."""
     errors = []
-    for path in tqdm(paths, desc="predict", unit="image"):
+    background = background_index(model.class_names)
+    for path in tqdm(paths, desc="predict", unit="image", disable=None):
         try:
             image = read_rgb(path)
         except BadSampleError as error:  # missing files too: the message names the file
@@ -61,32 +174,45 @@ def predict_files(model: SegmentationModel, paths: Sequence[Path], out_dir: Path
             continue
         mask = predict_mask(model, image, image_size=image_size, hflip=hflip)
         write_mask_png(mask, out_dir / f"{path.stem}_mask.png")
+        picture = with_legend(overlay(image, mask, background), legend_entries(mask, model.class_names, background))
         with atomic_path(out_dir / f"{path.stem}_overlay.png") as tmp:
-            Image.fromarray(overlay(image, mask)).save(tmp, format="PNG")
+            picture.save(tmp, format="PNG")
     return errors
 
 
-def main(argv: Sequence[str] | None = None) -> int:
+def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m pipeline.predict", description=__doc__.split("\n\n")[0])
-    parser.add_argument("images", nargs="+", type=Path, metavar="IMAGE")
+    parser.add_argument("images", nargs="+", type=Path, metavar="IMAGE",
+                        help=f"image file, or folder whose image files ({', '.join(IMAGE_SUFFIXES)}) are all predicted")
     parser.add_argument("--model", required=True,
                         help="checkpoint file, or MLflow URI such as models:/<name>@champion or runs:/<id>/model")
     parser.add_argument("--out", required=True, type=Path, help="output directory")
-    parser.add_argument("--image-size", type=int, default=256, help="side of the square the model sees")
+    parser.add_argument("--image-size", type=int, default=None,
+                        help="side of the square the model sees (default: the size the model was trained at)")
+    parser.add_argument("--device", choices=("auto", "cpu", "cuda", "mps"), default="auto",
+                        help="where the model runs (default: auto, the fastest available)")
     parser.add_argument("--hflip", action="store_true", help="also average over the horizontally flipped image")
-    args = parser.parse_args(argv)
+    return parser
 
-    stems = [path.stem for path in args.images]
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.image_size is not None and args.image_size < 1:
+        parser.error(f"--image-size {args.image_size}: must be a positive number of pixels")
+    check_device(parser, args.device)
+    images = expand_inputs(args.images)
+    stems = [path.stem for path in images]
     duplicates = sorted({stem for stem in stems if stems.count(stem) > 1})
     if duplicates:
         parser.error(f"several images share the name stem {', '.join(duplicates)}: their outputs would collide")
 
-    model = load_model(args.model)
-    errors = predict_files(model, args.images, args.out, image_size=args.image_size, hflip=args.hflip)
+    model = open_model(args.model, args.device)
+    errors = predict_files(model, images, args.out, image_size=args.image_size, hflip=args.hflip)
     for message in errors:
         print(f"error: {message}", file=sys.stderr)
     if errors:
-        print(f"{len(errors)} of {len(args.images)} images failed", file=sys.stderr)
+        print(f"{len(errors)} of {len(images)} images failed", file=sys.stderr)
     return 1 if errors else 0
 
 

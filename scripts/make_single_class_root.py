@@ -1,4 +1,5 @@
-"""Build a single_class data root from the shared real samples: membrane (ISBI 2012), vessel (DRIVE), mitochondrion (EPFL).
+"""Build a single_class data root from the shared real samples: membrane (ISBI 2012), vessel (DRIVE),
+mitochondrion (EPFL).
 
     python scripts/make_single_class_root.py ../shared/data /path/to/out
     dvc exp run -S data.dataset=single_class -S data.root=/path/to/out

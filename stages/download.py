@@ -1,13 +1,12 @@
 """DVC stage: fetch (or, for `synthetic`, generate) the chosen dataset into data/raw/<dataset>."""
-from pathlib import Path
-
+from pipeline import paths
 from pipeline.config import Params
-from pipeline.data.raw import download_source
+from pipeline.data.sources import download_source
 from stages.cli import run_stage
 
 
 def main(params: Params) -> None:
-    download_source(params.data, Path("data/raw") / params.data.dataset)
+    download_source(params.data, paths.raw_dir(params.data.dataset))
 
 
 if __name__ == "__main__":

@@ -1,19 +1,16 @@
 """DVC stage: score models/model.pt on the val split into reports/eval/ and attach the results to its MLflow run."""
-from pathlib import Path
-
-from pipeline import tracking
-from pipeline.checkpoint import read_checkpoint
+from pipeline import paths, tracking
 from pipeline.config import Params
-from pipeline.evaluate import evaluate
+from pipeline.evaluation.evaluate import evaluate
+from pipeline.models.checkpoint import read_checkpoint
 from stages.cli import run_stage
 
 
 def main(params: Params) -> None:
-    model_path, out_dir = Path("models/model.pt"), Path("reports/eval")
-    dataset = params.data.dataset
-    metrics = evaluate(Path("data/processed") / dataset, Path("data/interim") / dataset, model_path, out_dir,
-                       params.train.batch_size, {"hflip": params.evaluate.tta_hflip, "scales": params.evaluate.tta_scales})
-    tracking.attach_to_run(params.mlflow, read_checkpoint(model_path)["mlflow_run_id"],
+    dataset, out_dir = params.data.dataset, paths.eval_dir()
+    metrics = evaluate(paths.processed_dir(dataset), paths.interim_dir(dataset), paths.model_file(), out_dir,
+                       params.evaluate)
+    tracking.attach_to_run(params.mlflow, read_checkpoint(paths.model_file())["mlflow_run_id"],
                            {f"eval_{name}": value for name, value in metrics.items()}, sorted(out_dir.iterdir()),
                            "reports/eval")
 

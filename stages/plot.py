@@ -1,18 +1,17 @@
 """DVC stage: draw reports/figures/ from the model and the train and evaluate reports; attach them to the MLflow run."""
-from pathlib import Path
-
-from pipeline import tracking
-from pipeline.checkpoint import read_checkpoint
+from pipeline import paths, tracking
 from pipeline.config import Params
-from pipeline.figures import make_figures
+from pipeline.models.checkpoint import read_checkpoint
+from pipeline.reporting.figures import make_figures
 from stages.cli import run_stage
 
 
 def main(params: Params) -> None:
-    model_path = Path("models/model.pt")
-    figures = make_figures(model_path, Path("data/processed") / params.data.dataset, Path("reports/train"),
-                           Path("reports/eval"), Path("reports/figures"), params.plot.num_samples)
-    tracking.attach_to_run(params.mlflow, read_checkpoint(model_path)["mlflow_run_id"], {}, figures, "reports/figures")
+    outputs = paths.TrainOutputs.under()
+    figures = make_figures(paths.model_file(), paths.processed_dir(params.data.dataset), outputs.history.parent,
+                           paths.eval_dir(), paths.figures_dir(), params.plot.num_samples)
+    tracking.attach_to_run(params.mlflow, read_checkpoint(paths.model_file())["mlflow_run_id"], {}, figures,
+                           "reports/figures")
 
 
 if __name__ == "__main__":

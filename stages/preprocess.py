@@ -1,6 +1,5 @@
 """DVC stage: resize the interim form into memory-mappable arrays in data/processed/<dataset>."""
-from pathlib import Path
-
+from pipeline import paths
 from pipeline.config import Params
 from pipeline.data.preprocess import preprocess
 from stages.cli import run_stage
@@ -8,7 +7,7 @@ from stages.cli import run_stage
 
 def main(params: Params) -> None:
     dataset = params.data.dataset
-    preprocess(Path("data/interim") / dataset, Path("data/processed") / dataset, params.data.image_size)
+    preprocess(paths.interim_dir(dataset), paths.processed_dir(dataset), params.data.image_size)
 
 
 if __name__ == "__main__":

@@ -9,13 +9,14 @@ from __future__ import annotations
 import io
 import tarfile
 import zipfile
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Sequence
 
 import numpy as np
 from PIL import Image
 
-from pipeline.data.palette import IGNORE_INDEX, flat_palette
+from pipeline.data.labels import IGNORE_INDEX
+from pipeline.data.palette import flat_palette
 
 VOC_ROOT = "VOCdevkit/VOC2012"
 ADE_ROOT = "ADEChallengeData2016"

@@ -1,14 +1,34 @@
 """params.yaml is checked before any work: a bad key or value stops with a message naming it and what is allowed."""
 from __future__ import annotations
 
+import re
 import subprocess
 import sys
+import typing
 from pathlib import Path
 
 import pytest
 import yaml
+from pydantic import ValidationError
 
-from pipeline.config import ConfigError, Params, flatten, load_params, parse
+from pipeline.config import (
+    DATASETS,
+    MODELS,
+    ConfigError,
+    DataParams,
+    DatasetName,
+    DeviceName,
+    LossName,
+    ModelsParams,
+    OptimizerName,
+    Params,
+    SchedulerName,
+    TrainParams,
+    as_dict,
+    flatten,
+    load_params,
+    parse,
+)
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 
@@ -28,8 +48,10 @@ def test_the_committed_params_yaml_loads_and_names_every_dataclass_field():
     ({"train": {"epochs": "ten"}}, "train.epochs: expected int, got 'ten'"),
     ({"train": {"epochs": 2.5}}, "train.epochs: expected int, got 2.5"),
     ({"train": {"lr": True}}, "train.lr: expected float, got True"),
-    ({"models": {"unet": {"base_channel": 8}}}, "models.unet.base_channel: unknown key (did you mean 'base_channels'?)"),
-    ({"models": {"resnet34_unet": {"decoder_channels": [1, "x"]}}}, "models.resnet34_unet.decoder_channels[1]: expected int"),
+    ({"models": {"unet": {"base_channel": 8}}},
+     "models.unet.base_channel: unknown key (did you mean 'base_channels'?)"),
+    ({"models": {"resnet34_unet": {"decoder_channels": [1, "x"]}}},
+     "models.resnet34_unet.decoder_channels[1]: expected int"),
     ({"data": {"synthetic": 5}}, "data.synthetic: expected a mapping with keys num_train, num_val, seed"),
     ({"train": {"optimizer": "rmsprop"}}, "train.optimizer: 'rmsprop' is not allowed; choose one of adam, adamw, sgd"),
 ])
@@ -53,3 +75,146 @@ def test_a_stage_with_bad_params_stops_at_once_with_the_message(tmp_path):
     assert result.returncode != 0
     assert "data.dataset: 'pascal' is not allowed" in result.stderr
     assert "Traceback" not in result.stderr
+
+
+def test_the_defaults_are_params_yaml_so_they_cannot_drift():
+    assert load_params(REPO_ROOT / "params.yaml") == Params()
+    assert Params.model_validate(as_dict(Params())) == Params(), "the defaults must pass their own checks"
+
+
+def test_yaml_exponents_without_a_dot_are_floats(tmp_path):
+    path = tmp_path / "params.yaml"
+    path.write_text("train:\n  lr: 1e-3\n  weight_decay: 5E-4\nevaluate:\n  tta_scales: [1e-0, 1.5]\n")
+    assert yaml.safe_load(path.read_text())["train"]["lr"] == "1e-3", "PyYAML reads this as a string"
+    params = load_params(path)
+    assert params.train.lr == 0.001 and params.train.weight_decay == 0.0005 and params.evaluate.tta_scales == [1.0, 1.5]
+
+
+@pytest.mark.parametrize("raw, message", [
+    ({"data": {"image_size": 8}}, "data.image_size: must be >= 16, got 8"),
+    ({"data": {"synthetic": {"num_train": 0}}}, "data.synthetic.num_train: must be >= 1"),
+    ({"data": {"synthetic": {"num_val": 0}}}, "data.synthetic.num_val: must be >= 1"),
+    ({"data": {"single_class": {"val_fraction": 0}}}, "data.single_class.val_fraction: must be > 0"),
+    ({"data": {"single_class": {"val_fraction": 1}}}, "data.single_class.val_fraction: must be < 1"),
+    ({"data": {"subset": {"train": 0}}}, "data.subset.train: must be >= 1"),
+    ({"data": {"subset": {"val": -3}}}, "data.subset.val: must be >= 1"),
+    ({"models": {"unet": {"base_channels": 0}}}, "models.unet.base_channels: must be >= 1"),
+    ({"models": {"unet": {"depth": 0}}}, "models.unet.depth: must be >= 1"),
+    ({"models": {"unet": {"dropout": 1.0}}}, "models.unet.dropout: must be < 1"),
+    ({"models": {"unet": {"dropout": -0.1}}}, "models.unet.dropout: must be >= 0"),
+    ({"models": {"multiscale_unet": {"base_channels": 0}}}, "models.multiscale_unet.base_channels: must be >= 1"),
+    ({"models": {"multiscale_unet": {"depth": 0}}}, "models.multiscale_unet.depth: must be >= 1"),
+    ({"models": {"multiscale_unet": {"dropout": 1}}}, "models.multiscale_unet.dropout: must be < 1"),
+    ({"models": {"multiscale_unet": {"scales": []}}}, "models.multiscale_unet.scales: must not be empty"),
+    ({"models": {"multiscale_unet": {"scales": [256, 0]}}}, "models.multiscale_unet.scales[1]: must be >= 1"),
+    ({"models": {"resnet34_unet": {"decoder_channels": []}}},
+     "models.resnet34_unet.decoder_channels: must not be empty"),
+    ({"models": {"resnet34_unet": {"decoder_channels": [8, -1]}}},
+     "models.resnet34_unet.decoder_channels[1]: must be >= 1"),
+    ({"train": {"epochs": 0}}, "train.epochs: must be >= 1, got 0"),
+    ({"train": {"batch_size": 0}}, "train.batch_size: must be >= 1"),
+    ({"train": {"lr": 0}}, "train.lr: must be > 0"),
+    ({"train": {"lr": "-1e-3"}}, "train.lr: must be > 0"),
+    ({"train": {"lr": ".inf"}}, "train.lr: expected float, got '.inf'"),
+    ({"train": {"momentum": 1}}, "train.momentum: must be < 1"),
+    ({"train": {"momentum": -0.5}}, "train.momentum: must be >= 0"),
+    ({"train": {"weight_decay": -1e-4}}, "train.weight_decay: must be >= 0"),
+    ({"train": {"warmup_epochs": -1}}, "train.warmup_epochs: must be >= 0"),
+    ({"train": {"poly_power": 0}}, "train.poly_power: must be > 0"),
+    ({"train": {"plateau_patience": -1}}, "train.plateau_patience: must be >= 0"),
+    ({"train": {"plateau_factor": 0}}, "train.plateau_factor: must be > 0"),
+    ({"train": {"plateau_factor": 1}}, "train.plateau_factor: must be < 1"),
+    ({"train": {"focal_gamma": -1}}, "train.focal_gamma: must be >= 0"),
+    ({"train": {"grad_clip_norm": -1}}, "train.grad_clip_norm: must be >= 0"),
+    ({"train": {"early_stopping_patience": -1}}, "train.early_stopping_patience: must be >= 0"),
+    ({"train": {"freeze_encoder_epochs": -1}}, "train.freeze_encoder_epochs: must be >= 0"),
+    ({"train": {"progress_every": 0}}, "train.progress_every: must be >= 1"),
+    ({"train": {"num_workers": -1}}, "train.num_workers: must be >= 0"),
+    ({"train": {"num_threads": -2}}, "train.num_threads: must be >= 0"),
+    ({"train": {"class_weights": [1.0, -0.5]}}, "train.class_weights[1]: must be >= 0"),
+    ({"train": {"class_weights": [0, 0.0]}}, "train.class_weights: expected non-negative weights, not all zero"),
+    ({"augment": {"crop_size": 8}}, "augment.crop_size: must be 0 (whole images) or at least 16, got 8"),
+    ({"augment": {"crop_size": -16}}, "augment.crop_size: must be >= 0"),
+    ({"augment": {"hflip": 1.5}}, "augment.hflip: must be <= 1"),
+    ({"augment": {"affine": -0.1}}, "augment.affine: must be >= 0"),
+    ({"augment": {"color_jitter": 2}}, "augment.color_jitter: must be <= 1"),
+    ({"augment": {"scale_limit": 1}}, "augment.scale_limit: must be < 1"),
+    ({"augment": {"rotate_limit": 181}}, "augment.rotate_limit: must be <= 180"),
+    ({"augment": {"rotate_limit": -1}}, "augment.rotate_limit: must be >= 0"),
+    ({"evaluate": {"batch_size": 0}}, "evaluate.batch_size: must be >= 1"),
+    ({"evaluate": {"device": "tpu"}}, "evaluate.device: 'tpu' is not allowed; choose one of auto, cpu, cuda, mps"),
+    ({"evaluate": {"tta_scales": []}}, "evaluate.tta_scales: must not be empty"),
+    ({"evaluate": {"tta_scales": [1.0, 0]}}, "evaluate.tta_scales[1]: must be > 0"),
+    ({"plot": {"num_samples": 0}}, "plot.num_samples: must be >= 1"),
+])
+def test_out_of_range_values_name_the_key_and_the_bound(raw, message):
+    with pytest.raises(ConfigError) as error:
+        parse(Params, raw, "")
+    assert message in str(error.value)
+
+
+@pytest.mark.parametrize("raw, message", [
+    ({"augment": {"crop_size": 300}}, "augment.crop_size: 300 is larger than data.image_size (256)"),
+    ({"data": {"image_size": 64}}, "augment.crop_size: 128 is larger than data.image_size (64)"),
+    ({"train": {"epochs": 4, "warmup_epochs": 4}}, "train.warmup_epochs: 4 must be less than train.epochs (4)"),
+    ({"train": {"freeze_encoder_epochs": 2}},
+     "train.freeze_encoder_epochs: 2 needs a model with a pretrained encoder (resnet34_unet), got model: unet"),
+    ({"model": "multiscale_unet", "train": {"freeze_encoder_epochs": 1}}, "got model: multiscale_unet"),
+])
+def test_cross_field_rules_name_both_keys(raw, message):
+    with pytest.raises(ConfigError) as error:
+        parse(Params, raw, "")
+    assert message in str(error.value)
+
+
+def test_values_on_the_allowed_side_of_each_bound_pass():
+    params = parse(Params, {
+        "model": "resnet34_unet", "data": {"image_size": 16, "single_class": {"val_fraction": 0.99}},
+        "train": {"epochs": 1, "warmup_epochs": 0, "momentum": 0, "freeze_encoder_epochs": 3, "class_weights": [0, 1]},
+        "augment": {"crop_size": 16, "hflip": 1, "affine": 0, "rotate_limit": 180, "scale_limit": 0.99}}, "")
+    assert params.augment.crop_size == params.data.image_size == 16 and params.train.freeze_encoder_epochs == 3
+    assert parse(Params, {"data": {"image_size": 64}, "augment": {"crop_size": 0}}, "").augment.crop_size == 0
+
+
+def test_a_block_parsed_alone_names_its_keys_from_the_given_prefix():
+    with pytest.raises(ConfigError, match=r"^train\.warmup_epochs: 2 must be less than train\.epochs \(2\)$"):
+        parse(TrainParams, {"epochs": 2, "warmup_epochs": 2}, "train")
+    with pytest.raises(ConfigError, match=r"^data\.image_size: must be >= 16, got 8$"):
+        parse(DataParams, {"image_size": 8}, "data")
+
+
+def test_every_problem_is_reported_in_one_error():
+    with pytest.raises(ConfigError) as error:
+        parse(Params, {"train": {"epochs": 0, "lr": "fast"}, "plot": {"num_samples": 0}}, "")
+    lines = str(error.value).splitlines()
+    assert lines == ["train.epochs: must be >= 1, got 0", "train.lr: expected float, got 'fast'",
+                     "plot.num_samples: must be >= 1, got 0"]
+
+
+def test_strict_types_refuse_coercion():
+    for raw, message in [({"train": {"batch_size": "8"}}, "train.batch_size: expected int, got '8'"),
+                         ({"train": {"seed": True}}, "train.seed: expected int, got True"),
+                         ({"train": {"deterministic": "yes"}}, "train.deterministic: expected bool, got 'yes'"),
+                         ({"data": {"root": 5}}, "data.root: expected str, got 5")]:
+        with pytest.raises(ConfigError, match=re.escape(message)):
+            parse(Params, raw, "")
+
+
+def test_params_are_frozen_and_dump_to_plain_data():
+    params = Params()
+    with pytest.raises(ValidationError):
+        params.train.lr = 1.0
+    assert as_dict(params.model_params()) == {"base_channels": 8, "depth": 4, "bilinear": True, "dropout": 0.0}
+    assert as_dict(params.models.resnet34_unet)["decoder_channels"] == (256, 128, 64, 32, 16)
+    assert as_dict(params.models.multiscale_unet)["scales"] == (256, 128, 64)
+    assert as_dict(params)["evaluate"] == {"batch_size": 8, "device": "auto", "tta_hflip": False, "tta_scales": [1.0]}
+    assert flatten(params)["train.lr"] == 0.002 and flatten(params)["models.unet.base_channels"] == 8
+
+
+def test_the_names_other_modules_import_come_from_the_literals():
+    assert MODELS == ("unet", "resnet34_unet", "multiscale_unet") == tuple(ModelsParams.model_fields)
+    assert DATASETS == typing.get_args(DatasetName) and "single_class" in DATASETS
+    assert typing.get_args(OptimizerName) == ("adam", "adamw", "sgd")
+    assert typing.get_args(SchedulerName) == ("plateau", "cosine", "poly", "none")
+    assert typing.get_args(LossName) == ("ce", "dice", "focal", "ce+dice")
+    assert set(typing.get_args(DeviceName)) == {"auto", "cpu", "cuda", "mps"}

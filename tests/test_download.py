@@ -10,9 +10,16 @@ from pathlib import Path
 
 import pytest
 
-from pipeline.data.download import (
-    ADE20K, CHUNK, VOC2012, ArchiveSpec, DownloadError, UnsafeArchiveError,
-    ensure_dataset, extract_archive, fetch_archive,
+from pipeline.data.sources.download import (
+    ADE20K,
+    CHUNK,
+    VOC2012,
+    ArchiveSpec,
+    DownloadError,
+    UnsafeArchiveError,
+    ensure_dataset,
+    extract_archive,
+    fetch_archive,
 )
 from tests.archives import ade20k_files, voc_files, write_tar, write_zip
 from tests.http_server import FileServer, Request, refused_url

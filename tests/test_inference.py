@@ -5,7 +5,7 @@ import torch
 from torch import nn
 
 from pipeline.inference import predict_batch, predict_logits, predict_mask
-from pipeline.models import SegmentationModel
+from pipeline.models.segmenter import SegmentationModel
 
 torch.set_num_threads(1)
 CLASSES = ["background", "thing", "stuff"]

@@ -4,7 +4,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from pipeline.losses import LOSSES, build_loss
+from pipeline.training.losses import LOSSES, build_loss
 
 
 def hard_logits(classes_map, num_classes):

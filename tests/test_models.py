@@ -4,10 +4,10 @@ import pytest
 import torch
 import torchvision
 
-from pipeline.losses import LOSSES, build_loss
-from pipeline.models import BUILDERS, build_model, build_network, rebuild_params
-from pipeline.models.multiscale_unet import MultiScaleUNet
-from pipeline.models.resnet_unet import ResNet34UNet, imagenet_cache_path
+from pipeline.models.architectures.multiscale_unet import MultiScaleUNet
+from pipeline.models.architectures.resnet_unet import ResNet34UNet, imagenet_cache_path
+from pipeline.models.registry import BUILDERS, build_model, build_network, rebuild_params
+from pipeline.training.losses import LOSSES, build_loss
 
 torch.set_num_threads(1)
 
@@ -110,9 +110,9 @@ def test_rebuilding_from_saved_params_needs_no_weights_file(tmp_path, monkeypatc
     monkeypatch.setenv("TORCH_HOME", str(tmp_path))  # an empty cache: imagenet would fail
     params = {**TINY["resnet34_unet"], "encoder_weights": "imagenet"}
     resnet34_state_file(imagenet_cache_path())
-    trained = build_model("resnet34_unet", ["a", "b"], params).eval()
+    trained = build_model("resnet34_unet", ["a", "b"], params, 64).eval()
     os.remove(imagenet_cache_path())
-    rebuilt = build_model("resnet34_unet", ["a", "b"], rebuild_params("resnet34_unet", params))
+    rebuilt = build_model("resnet34_unet", ["a", "b"], rebuild_params("resnet34_unet", params), 64)
     rebuilt.load_state_dict(trained.state_dict())
     images = torch.rand(1, 3, 32, 32)
     with torch.no_grad():

@@ -3,7 +3,7 @@ import math
 import pytest
 import torch
 
-from pipeline.optim import build_optimizer, build_scheduler
+from pipeline.training.optim import build_optimizer, build_scheduler
 
 
 def optimizer(lr=1.0, extra_group_lr=None):

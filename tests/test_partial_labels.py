@@ -8,8 +8,10 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from pipeline.metrics import SegmentationMetrics
-from pipeline.partial_labels import PartialLabelIoU, marginal_cross_entropy
+from pipeline.evaluation.metrics import PartialLabelIoU, SegmentationMetrics
+from pipeline.training.losses import MarginalCrossEntropy
+
+marginal_cross_entropy = MarginalCrossEntropy()
 
 torch.set_num_threads(1)
 BACKGROUND, A, B = 0, 1, 2

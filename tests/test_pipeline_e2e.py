@@ -14,6 +14,8 @@ import pytest
 import yaml
 from PIL import Image
 
+pytestmark = pytest.mark.slow  # trains models and runs real MLflow stores
+
 REPO_ROOT = Path(__file__).resolve().parents[1]
 PROJECT_FILES = ["pipeline", "stages", "dvc.yaml", "params.yaml", ".dvcignore", ".gitignore"]
 TINY = {

@@ -7,7 +7,7 @@ import pytest
 import torch
 from PIL import Image
 
-from pipeline import plots
+from pipeline.reporting import plots
 
 torch.set_num_threads(1)
 FEW = ["background", "circle", "square", "triangle", "star", "ring"]

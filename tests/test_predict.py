@@ -13,27 +13,31 @@ from mlflow import MlflowClient
 from PIL import Image
 
 from pipeline import predict
-from pipeline.checkpoint import load_checkpoint, save_checkpoint
 from pipeline.data.imageio import read_rgb
-from pipeline.data.palette import colorize
+from pipeline.data.palette import colorize, voc_palette
 from pipeline.inference import predict_mask
-from pipeline.models import build_model
+from pipeline.models.checkpoint import load_checkpoint, save_checkpoint
+from pipeline.models.registry import build_model
+from pipeline.models.segmenter import SegmentationModel
+
+pytestmark = pytest.mark.slow  # trains models and runs real MLflow stores
 
 torch.set_num_threads(1)
 REPO = Path(__file__).resolve().parents[1]
 CLASSES = ["background", "circle", "square"]
 UNET_PARAMS = {"base_channels": 4, "depth": 2, "bilinear": True, "dropout": 0.0}
 REGISTERED_NAME = "tiny-unet"
+TRAINED_SIZE = 64  # the image size stored in the checkpoint, which predict uses unless told otherwise
 
 
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory):
-    """A tiny U-Net saved as a checkpoint and logged + registered (alias champion) in a sqlite MLflow store.
-    The store is set explicitly (an earlier set_tracking_uri in this process would win over the environment);
-    the environment variable, which the predict subprocesses read, is restored afterwards."""
+    """A tiny U-Net (image size 64) saved as a checkpoint and logged + registered (alias champion) in a sqlite
+    MLflow store. The store is set explicitly (an earlier set_tracking_uri in this process would win over the
+    environment); the environment variable, which the predict subprocesses read, is restored afterwards."""
     root = tmp_path_factory.mktemp("model")
     torch.manual_seed(0)
-    model = build_model("unet", CLASSES, UNET_PARAMS).eval()
+    model = build_model("unet", CLASSES, UNET_PARAMS, TRAINED_SIZE).eval()
     checkpoint = root / "model.pt"
     save_checkpoint(checkpoint, model, "unet", UNET_PARAMS)
     tracking_uri = f"sqlite:///{root}/mlflow.db"
@@ -52,7 +56,7 @@ def trained(tmp_path_factory):
 def run_predict(args, tracking_uri):
     env = {**os.environ, "MLFLOW_TRACKING_URI": tracking_uri, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1"}
     return subprocess.run([sys.executable, "-m", "pipeline.predict", *map(str, args)], cwd=REPO, env=env,
-                          capture_output=True, text=True, timeout=120)
+                          check=False, capture_output=True, text=True, timeout=120)
 
 
 def write_images(directory: Path) -> dict[str, tuple[int, int]]:
@@ -83,12 +87,13 @@ def test_checkpoint_masks_at_original_size_and_bad_inputs_reported_by_name(train
             assert mask_image.mode == "P" and mask_image.size == (width, height)
             mask = np.asarray(mask_image)
         assert set(np.unique(mask)) <= set(range(len(CLASSES)))
-        with Image.open(out / f"{stem}_overlay.png") as overlay:
-            assert overlay.mode == "RGB" and overlay.size == (width, height)
-            blended = np.asarray(overlay).astype(int)
+        with Image.open(out / f"{stem}_overlay.png") as overlay:  # the image at the top left, a legend below
+            assert overlay.mode == "RGB" and overlay.size[0] >= width and overlay.size[1] > height
+            blended = np.asarray(overlay)[:height, :width].astype(int)
         with Image.open(next(tmp_path.glob(f"{stem}.*"))) as source:
             original = np.asarray(source.convert("RGB")).astype(int)
-        expected = (original + colorize(mask).astype(int)) / 2  # half image, half mask colour
+        expected = (original + colorize(mask).astype(int)) / 2  # half image, half mask colour...
+        expected[mask == 0] = original[mask == 0]  # ...except background, left as it is
         assert np.abs(blended - expected).max() <= 1
     assert sorted(p.name for p in out.iterdir()) == sorted(f"{stem}_{kind}.png" for stem in sizes
                                                            for kind in ("mask", "overlay"))
@@ -107,3 +112,127 @@ def test_registered_mlflow_model_gives_the_same_masks_as_the_checkpoint(trained,
 def test_unknown_model_source_is_a_clear_error(tmp_path):
     with pytest.raises(SystemExit, match="nope.pt.*neither a checkpoint file"):
         predict.main([str(tmp_path / "image.png"), "--model", str(tmp_path / "nope.pt"), "--out", str(tmp_path)])
+
+
+def test_missing_model_is_one_error_line_without_traceback(tmp_path):
+    write_images(tmp_path)
+    result = run_predict([tmp_path / "wide.jpg", "--model", tmp_path / "gone.pt", "--out", tmp_path / "out"],
+                         f"sqlite:///{tmp_path}/unused.db")
+    assert result.returncode != 0
+    assert "Traceback" not in result.stderr
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error:") and "gone.pt" in lines[0], result.stderr
+    assert not (tmp_path / "out").exists()
+
+
+def test_unknown_model_uri_is_one_error_line(trained, tmp_path, monkeypatch):
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", trained["tracking_uri"])
+    write_images(tmp_path)
+    with pytest.raises(SystemExit) as exit_info:
+        predict.main([str(tmp_path / "wide.jpg"), "--model", "models:/no-such-model@champion", "--out", str(tmp_path)])
+    message = str(exit_info.value.code)
+    assert message.startswith("error: --model models:/no-such-model@champion") and "\n" not in message
+
+
+def test_runs_from_another_directory_with_a_checkpoint_on_the_cpu(trained, tmp_path):
+    write_images(tmp_path)
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    env = {key: value for key, value in os.environ.items() if key != "MLFLOW_TRACKING_URI"}
+    env.update(PYTHONPATH=str(REPO), OMP_NUM_THREADS="1")
+    result = subprocess.run([sys.executable, "-m", "pipeline.predict", str(tmp_path / "wide.jpg"), "--model",
+                             str(trained["checkpoint"]), "--out", "out", "--device", "cpu"],
+                            cwd=elsewhere, env=env, check=False, capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr
+    with Image.open(elsewhere / "out" / "wide_mask.png") as mask:
+        assert mask.size == (80, 48)  # relative --out is relative to the working directory
+
+
+def test_folder_arguments_predict_their_images_only(trained, tmp_path):
+    images = tmp_path / "images"
+    images.mkdir()
+    write_images(images)
+    Image.new("RGB", (20, 10)).save(images / "UPPER.PNG")
+    (images / "notes.txt").write_text("not an image")
+    (images / "nested").mkdir()
+    Image.new("RGB", (20, 10)).save(images / "nested" / "deep.png")  # folders are not searched recursively
+    out = tmp_path / "out"
+    assert predict.main([str(images), "--model", str(trained["checkpoint"]), "--out", str(out)]) == 0
+    assert sorted(p.name for p in out.glob("*_mask.png")) == ["UPPER_mask.png", "grey_mask.png", "tall_mask.png",
+                                                             "wide_mask.png"]
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    (empty / "readme.md").write_text("no images here")
+    with pytest.raises(SystemExit, match=r"error: .*empty.*without image files"):
+        predict.main([str(empty), "--model", str(trained["checkpoint"]), "--out", str(out)])
+
+
+def test_image_size_defaults_to_the_checkpoints(trained, tmp_path):
+    write_images(tmp_path)
+    image = tmp_path / "tall.jpg"
+    assert predict.main([str(image), "--model", str(trained["checkpoint"]), "--out", str(tmp_path),
+                         "--device", "cpu"]) == 0
+    model = load_checkpoint(trained["checkpoint"])
+    assert model.image_size == TRAINED_SIZE
+    mask = np.asarray(Image.open(tmp_path / "tall_mask.png"))
+    assert mask.shape == (70, 33)
+    np.testing.assert_array_equal(mask, predict_mask(model, read_rgb(image), image_size=TRAINED_SIZE))
+
+
+class RedThreshold(torch.nn.Module):
+    """Class 1 where the normalised red channel is positive, else class 0: a mask with both, known in advance."""
+
+    def __init__(self):
+        super().__init__()
+        self.unused = torch.nn.Parameter(torch.zeros(1))  # inference finds the device from the parameters
+
+    def forward(self, images):
+        red = images[:, :1]
+        return torch.cat([-red, red, torch.full_like(red, -100.0)], dim=1)
+
+
+def test_overlay_keeps_background_pixels_and_adds_a_legend(tmp_path):
+    rng = np.random.default_rng(1)
+    photo = rng.integers(0, 256, (40, 60, 3), dtype=np.uint8)
+    photo[:, :30, 0] = rng.integers(0, 40, (40, 30))  # dark red on the left: background
+    photo[:, 30:, 0] = rng.integers(220, 256, (40, 30))  # bright red on the right: class 1
+    Image.fromarray(photo).save(tmp_path / "photo.png")
+    model = SegmentationModel(RedThreshold(), CLASSES, TRAINED_SIZE)
+    assert predict.predict_files(model, [tmp_path / "photo.png"], tmp_path / "out") == []
+    mask = np.asarray(Image.open(tmp_path / "out" / "photo_mask.png"))
+    assert (mask[:, :25] == 0).all() and (mask[:, 35:] == 1).all()
+    shown = np.asarray(Image.open(tmp_path / "out" / "photo_overlay.png").convert("RGB"))
+    picture, strip = shown[:40, :60], shown[40:]
+    np.testing.assert_array_equal(picture[mask == 0], photo[mask == 0])
+    expected = (photo.astype(int) + colorize(mask).astype(int)) / 2
+    assert np.abs(picture[mask == 1].astype(int) - expected[mask == 1]).max() <= 1
+    assert strip.shape[0] >= 12  # a legend strip below the image...
+    assert (strip == voc_palette()[1]).all(axis=-1).any()  # ...with the swatch of 'circle'
+    assert (strip.sum(axis=-1) < 200).any()  # ...and dark text beside it
+
+
+def test_class_zero_is_background_only_when_named_so():
+    image = np.full((4, 4, 3), 200, dtype=np.uint8)
+    mask = np.zeros((4, 4), dtype=np.uint8)
+    assert predict.background_index(["_background_", "cat"]) == 0
+    assert predict.background_index(["building", "road"]) is None
+    np.testing.assert_array_equal(predict.overlay(image, mask, predict.background_index(CLASSES)), image)
+    blended = predict.overlay(image, mask, predict.background_index(["building", "road"]))
+    assert (blended == 100).all()  # class 0 is a real class here: coloured (black in the VOC palette) like any other
+
+
+def test_project_store_is_used_for_model_uris_from_any_directory(tmp_path, monkeypatch):
+    project = tmp_path / "project"
+    project.mkdir()
+    (project / "params.yaml").write_text("mlflow:\n  tracking_uri: sqlite:///mlflow.db\n")
+    monkeypatch.setattr(predict, "PROJECT_ROOT", project)
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    monkeypatch.chdir(tmp_path)
+    previous = mlflow.get_tracking_uri()
+    try:
+        predict.use_project_store(str(project / "model.pt"))  # a file: MLflow is not involved
+        assert mlflow.get_tracking_uri() == previous
+        predict.use_project_store("models:/segmentation@champion")
+        assert mlflow.get_tracking_uri() == f"sqlite:///{project}/mlflow.db"
+    finally:
+        mlflow.set_tracking_uri(previous)

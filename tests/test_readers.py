@@ -8,12 +8,12 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from pipeline.data.ade20k import read_ade20k
 from pipeline.data.imageio import BadSampleError
 from pipeline.data.interim import read_classes, read_samples, write_interim
 from pipeline.data.palette import flat_palette
-from pipeline.data.single_class import read_single_class
-from pipeline.data.voc import VOC_CLASSES, read_custom_voc, read_voc2012
+from pipeline.data.sources.ade20k import read_ade20k
+from pipeline.data.sources.single_class import read_single_class
+from pipeline.data.sources.voc import VOC_CLASSES, read_custom_voc, read_voc2012
 
 HEIGHT, WIDTH = 12, 16
 
@@ -128,6 +128,14 @@ def test_custom_voc_takes_names_from_classes_txt(tmp_path: Path):
     assert np.array_equal(interim_masks(tmp_path / "interim")["a"], class_map(0, 1, 255))
 
 
+def test_custom_voc_finds_classes_txt_beside_vocdevkit(tmp_path: Path):
+    """data.root may be the folder holding VOCdevkit/ with classes.txt next to it, as MSRC-v2 ships."""
+    write_voc(tmp_path / "release" / "VOCdevkit" / "VOC2012", two_samples(palette_mask(class_map(0, 1))))
+    (tmp_path / "release" / "classes.txt").write_text("bg\nleaf\nbug\n")
+    write_interim(read_custom_voc(tmp_path / "release", None), tmp_path / "interim")
+    assert read_classes(tmp_path / "interim") == ["bg", "leaf", "bug"]
+
+
 def test_custom_voc_takes_names_from_argument_and_accepts_png_images(tmp_path: Path):
     root = write_custom(tmp_path / "mine", two_samples(Image.fromarray(class_map(0, 1))), None)
     jpeg = root / "JPEGImages" / "a.jpg"
@@ -140,7 +148,7 @@ def test_custom_voc_takes_names_from_argument_and_accepts_png_images(tmp_path: P
 
 def test_custom_voc_needs_class_names(tmp_path: Path):
     root = write_custom(tmp_path / "mine", two_samples(Image.fromarray(class_map(0, 1))), None)
-    with pytest.raises(FileNotFoundError, match="classes.txt"):
+    with pytest.raises(FileNotFoundError, match="classes.txt.*data.voc_layout.classes"):
         read_custom_voc(root, None)
     (root / "classes.txt").write_text("bg\n\nleaf\n")
     with pytest.raises(ValueError, match="line 2"):

@@ -9,12 +9,12 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from pipeline.data.ade20k import read_ade20k
 from pipeline.data.imageio import open_image
 from pipeline.data.interim import check_mask, read_classes, read_samples, write_interim
-from pipeline.data.palette import IGNORE_INDEX
-from pipeline.data.single_class import binary_foreground, read_single_class
-from pipeline.data.voc import VOC_CLASSES, read_voc_layout, voc_root
+from pipeline.data.labels import IGNORE_INDEX
+from pipeline.data.sources.ade20k import read_ade20k
+from pipeline.data.sources.single_class import binary_foreground, read_single_class
+from pipeline.data.sources.voc import VOC_CLASSES, read_voc_layout, voc_root
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED = REPO.parent / "shared" / "data"

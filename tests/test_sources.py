@@ -9,11 +9,10 @@ import numpy as np
 import pytest
 
 from pipeline.config import DataParams, parse
-from pipeline.data import raw
-from pipeline.data.download import ArchiveSpec
 from pipeline.data.interim import read_classes, read_samples, write_interim
 from pipeline.data.preprocess import preprocess
-from pipeline.data.sources import read_source
+from pipeline.data.sources import raw, read_source
+from pipeline.data.sources.download import ArchiveSpec
 from tests.archives import ade20k_files, voc_files, write_tar, write_tree, write_zip
 from tests.http_server import FileServer, refused_url
 

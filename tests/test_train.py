@@ -18,15 +18,18 @@ import pytest
 import torch
 from PIL import Image
 
-from pipeline.checkpoint import load_checkpoint
-from pipeline.config import Params, parse
-from pipeline.data import synthetic
+from pipeline.config import EvaluateParams, Params, as_dict, parse
 from pipeline.data.interim import write_interim
 from pipeline.data.preprocess import preprocess
-from pipeline.data.single_class import read_single_class
-from pipeline.data.voc import read_custom_voc
-from pipeline.evaluate import evaluate
-from pipeline.train import TrainOutputs, train
+from pipeline.data.sources import synthetic
+from pipeline.data.sources.single_class import read_single_class
+from pipeline.data.sources.voc import read_custom_voc
+from pipeline.evaluation.evaluate import evaluate
+from pipeline.models.checkpoint import load_checkpoint
+from pipeline.paths import TrainOutputs
+from pipeline.training.loop import train
+
+pytestmark = pytest.mark.slow  # trains models and runs real MLflow stores
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 TINY = {"data": {"image_size": 64}, "models": {"unet": {"base_channels": 4, "depth": 2}},
@@ -80,7 +83,8 @@ import sys, json
 sys.path.insert(0, {repo!r})
 from pathlib import Path
 from pipeline.config import Params, parse
-from pipeline.train import TrainOutputs, train
+from pipeline.paths import TrainOutputs
+from pipeline.training.loop import train
 params = parse(Params, json.loads({params!r}), "")
 train(params, Path({processed!r}), TrainOutputs(**{{k: Path(v) for k, v in json.loads({outputs!r}).items()}}))
 """
@@ -90,7 +94,7 @@ def test_killed_training_resumes_at_the_next_epoch_in_the_same_mlflow_run(synthe
     _, processed = synthetic_data
     params = tiny_params(tmp_path, epochs=12)
     outs = outputs(tmp_path)
-    script = TRAIN_SCRIPT.format(repo=str(REPO_ROOT), params=json.dumps(dataclasses.asdict(params)),
+    script = TRAIN_SCRIPT.format(repo=str(REPO_ROOT), params=json.dumps(as_dict(params)),
                                  processed=str(processed),
                                  outputs=json.dumps({k: str(v) for k, v in dataclasses.asdict(outs).items()}))
     env = {k: v for k, v in os.environ.items() if k != "MLFLOW_TRACKING_URI"}  # mlflow sets it in this process
@@ -136,7 +140,7 @@ def test_single_class_sets_train_with_the_marginal_loss_and_score_labelled_class
     best = train(tiny_params(tmp_path, epochs=2), tmp_path / "processed", outputs(tmp_path))
     assert 0.0 <= best["val_miou"] <= 1.0
     metrics = evaluate(tmp_path / "processed", tmp_path / "interim", tmp_path / "models/model.pt",
-                       tmp_path / "eval", batch_size=4, tta={"hflip": False, "scales": [1.0]})
+                       tmp_path / "eval", EvaluateParams(batch_size=4))
     per_class = json.loads((tmp_path / "eval/per_class_iou.json").read_text())
     assert list(per_class) == ["background", "disc", "square"]
     scored = [iou for iou in per_class.values() if iou is not None]
@@ -153,8 +157,8 @@ def test_fine_tuning_starts_from_the_given_model_on_a_seeded_subset(synthetic_da
     init_from = (str(first / "models/model.pt") if source == "checkpoint"
                  else f"runs:/{checkpoint['mlflow_run_id']}/model")
     params = tiny_params(tmp_path, epochs=1, lr=1e-12, init_from=init_from)
-    params = dataclasses.replace(params, data=dataclasses.replace(
-        params.data, subset=dataclasses.replace(params.data.subset, train=8)))
+    subset = params.data.subset.model_copy(update={"train": 8})
+    params = params.model_copy(update={"data": params.data.model_copy(update={"subset": subset})})
     train(params, processed, outputs(tmp_path / "second"))
     tuned = torch.load(tmp_path / "second/models/model.pt", weights_only=False)
     for name, value in checkpoint["state_dict"].items():

@@ -13,7 +13,7 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
-from pipeline.data.palette import IGNORE_INDEX
+from pipeline.data.labels import IGNORE_INDEX, labelled_file
 
 
 def build_augmentation(augment, seed: int) -> A.Compose:
@@ -42,7 +42,7 @@ class SegmentationArrays(Dataset):
         processed_dir = Path(processed_dir)
         self.images = np.load(processed_dir / f"{split}_images.npy", mmap_mode="r")
         self.masks = np.load(processed_dir / f"{split}_masks.npy", mmap_mode="r")
-        self.labelled = np.load(processed_dir / f"{split}_labelled.npy")
+        self.labelled = np.load(labelled_file(processed_dir, split))
         self.indices = np.arange(len(self.images)) if indices is None else np.asarray(indices)
         self.transform = transform
 

@@ -21,7 +21,7 @@ from tqdm import tqdm
 
 from pipeline.atomic import atomic_dir
 from pipeline.data.imageio import BadSampleError, open_image, write_mask_png
-from pipeline.data.palette import IGNORE_INDEX
+from pipeline.data.labels import ALL_LABELLED, IGNORE_INDEX
 
 SPLITS = ("train", "val")
 
@@ -65,7 +65,7 @@ def write_interim(source: SourceDataset, out_dir: Path, on_bad_sample: str = "er
     rows, skipped = [], []
     with atomic_dir(out_dir) as tmp:
         (tmp / "images").mkdir()
-        for sample in tqdm(source.samples, desc="merge", unit="img"):
+        for sample in tqdm(source.samples, desc="merge", unit="img", disable=None):
             try:
                 rows.append(_write_sample(source, sample, tmp))
             except BadSampleError as error:
@@ -95,7 +95,7 @@ def _write_sample(source: SourceDataset, sample: RawSample, out_dir: Path) -> di
     shutil.copyfile(sample.image_path, out_dir / image_name)
     mask_name = f"masks/{sample.id}.png"
     write_mask_png(mask, out_dir / mask_name)
-    labelled = "all" if sample.labelled is None else ";".join(map(str, sample.labelled))
+    labelled = ALL_LABELLED if sample.labelled is None else ";".join(map(str, sample.labelled))
     return {"id": sample.id, "split": sample.split, "image": image_name, "mask": mask_name,
             "height": height, "width": width, "labelled": labelled}
 

@@ -1,8 +1,6 @@
 """The Pascal VOC colour map, used for every dataset so masks look the same everywhere."""
 import numpy as np
 
-IGNORE_INDEX = 255
-
 
 def voc_palette(num_colors: int = 256) -> np.ndarray:
     """(num_colors, 3) uint8 colours of the VOC bit-interleaving scheme; index 255 is (224, 224, 192)."""

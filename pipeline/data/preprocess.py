@@ -18,17 +18,7 @@ from tqdm import tqdm
 from pipeline.atomic import atomic_dir
 from pipeline.data.imageio import read_rgb
 from pipeline.data.interim import SPLITS, read_classes, read_samples
-
-
-def labelled_matrix(labelled: list[str], num_classes: int) -> np.ndarray:
-    """'all' or '0;3' per sample -> (N, C) bool."""
-    matrix = np.zeros((len(labelled), num_classes), dtype=bool)
-    for row, value in enumerate(labelled):
-        if value == "all":
-            matrix[row] = True
-        else:
-            matrix[row, [int(index) for index in value.split(";")]] = True
-    return matrix
+from pipeline.data.labels import labelled_file, labelled_matrix
 
 
 def preprocess(interim_dir: Path, out_dir: Path, image_size: int) -> None:
@@ -43,7 +33,8 @@ def preprocess(interim_dir: Path, out_dir: Path, image_size: int) -> None:
                                                shape=(len(rows), image_size, image_size, 3))
             masks = np.lib.format.open_memmap(tmp / f"{split}_masks.npy", mode="w+", dtype=np.uint8,
                                               shape=(len(rows), image_size, image_size))
-            for index, row in tqdm(rows.iterrows(), total=len(rows), desc=f"preprocess {split}", unit="img"):
+            for index, row in tqdm(rows.iterrows(), total=len(rows), desc=f"preprocess {split}", unit="img",
+                                   disable=None):
                 image = Image.fromarray(read_rgb(interim_dir / row["image"]))
                 images[index] = np.asarray(image.resize((image_size, image_size), Image.BILINEAR))
                 mask = Image.open(interim_dir / row["mask"])
@@ -51,7 +42,7 @@ def preprocess(interim_dir: Path, out_dir: Path, image_size: int) -> None:
             images.flush()
             masks.flush()
             del images, masks
-            np.save(tmp / f"{split}_labelled.npy", labelled_matrix(rows["labelled"].tolist(), len(classes)))
+            np.save(labelled_file(tmp, split), labelled_matrix(rows["labelled"].tolist(), len(classes)))
             manifest["splits"][split] = {"ids": rows["id"].tolist(),
                                          "original_sizes": rows[["height", "width"]].values.tolist()}
         (tmp / "manifest.json").write_text(json.dumps(manifest, indent=1) + "\n")

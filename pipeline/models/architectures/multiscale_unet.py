@@ -13,7 +13,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from pipeline.models.unet import UNet
+from pipeline.models.architectures.unet import UNet
 
 
 def conv_bn_relu(in_channels: int, out_channels: int) -> nn.Sequential:
@@ -38,18 +38,11 @@ class MultiScaleUNet(UNet):
         self.fusions = nn.ModuleDict({str(k): conv_bn_relu(channels[k] + stem_channels, channels[k])
                                       for k in self.levels})
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        skips = [self.stem(x)]
-        for level, block in enumerate(self.down, start=1):
-            features = block(F.max_pool2d(skips[-1], 2))
-            if level in self.levels:
-                side = self.side_stems[str(level)](F.avg_pool2d(x, 2**level))
-                features = self.fusions[str(level)](torch.cat([features, side], dim=1))
-            skips.append(features)
-        x = skips.pop()
-        for block in self.up:
-            x = block(x, skips.pop())
-        return self.head(x)
+    def fuse(self, level: int, features: torch.Tensor, image: torch.Tensor) -> torch.Tensor:
+        if level not in self.levels:
+            return features
+        side = self.side_stems[str(level)](F.avg_pool2d(image, 2**level))
+        return self.fusions[str(level)](torch.cat([features, side], dim=1))
 
 
 def scale_levels(scales: Sequence[int], depth: int) -> list[int]:

@@ -80,7 +80,7 @@ def read_voc2012(root: Path, trainaug: bool) -> SourceDataset:
         raise FileNotFoundError(
             f"{root}: trainaug needs the SBD-augmented masks in {root / TRAINAUG_MASK_DIR}/ and the list "
             f"{lists / TRAINAUG_LISTS[0]} (10582 ids); found masks: {(root / TRAINAUG_MASK_DIR).is_dir()}, "
-            f"list: {found or 'none'}. Set data.trainaug: false to train on the official 1464 images."
+            f"list: {found or 'none'}. Set data.voc2012.trainaug: false to train on the official 1464 images."
         )
     train = split_samples(root, "train", found[0], TRAINAUG_MASK_DIR)
     val = split_samples(root, "val", "val.txt", "SegmentationClass")
@@ -103,15 +103,22 @@ def read_class_names(path: Path) -> list[str]:
     return names
 
 
+def find_class_names_file(root: Path) -> Path | None:
+    """`classes.txt` in the VOC folder itself, or at `root` when that holds `VOCdevkit/` (both are common)."""
+    for folder in dict.fromkeys([voc_root(root), Path(root)]):
+        if (folder / CLASSES_FILE).exists():
+            return folder / CLASSES_FILE
+    return None
+
+
 def read_custom_voc(root: Path, classes: list[str] | None) -> SourceDataset:
-    """A user's VOC-layout folder; class names from `root/classes.txt` (index = line number) or `classes`."""
-    root = voc_root(root)
-    names_file = root / CLASSES_FILE
-    from_file = read_class_names(names_file) if names_file.exists() else None
+    """A user's VOC-layout folder; class names from its `classes.txt` (index = line number) or `classes`."""
+    names_file = find_class_names_file(root)
+    from_file = read_class_names(names_file) if names_file is not None else None
     if from_file is None and not classes:
-        raise FileNotFoundError(f"{names_file}: no class names; write one name per line there "
-                                f"(line 1 = index 0, usually 'background') or pass data.classes")
+        raise FileNotFoundError(f"{voc_root(root) / CLASSES_FILE}: no class names; write one name per line there "
+                                f"(line 1 = index 0, usually 'background') or set data.voc_layout.classes")
     if from_file is not None and classes and list(classes) != from_file:
-        raise ValueError(f"{names_file} lists classes {from_file} but the given classes are {list(classes)}; "
+        raise ValueError(f"{names_file} lists classes {from_file} but data.voc_layout.classes is {list(classes)}; "
                          f"keep one of them")
-    return read_voc_layout(root, from_file or list(classes))
+    return read_voc_layout(voc_root(root), from_file or list(classes))

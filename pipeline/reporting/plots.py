@@ -8,8 +8,8 @@ from __future__ import annotations
 
 import io
 import math
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Sequence
 
 import matplotlib
 
@@ -23,10 +23,11 @@ from matplotlib.ticker import MaxNLocator  # noqa: E402
 from PIL import Image  # noqa: E402
 
 from pipeline.atomic import atomic_path  # noqa: E402
-from pipeline.data.palette import IGNORE_INDEX, colorize, voc_palette  # noqa: E402
+from pipeline.data.labels import IGNORE_INDEX  # noqa: E402
+from pipeline.data.palette import colorize, voc_palette  # noqa: E402
+from pipeline.training.reports import HISTORY_COLUMNS  # noqa: E402
 
 DPI = 100
-HISTORY_COLUMNS = ("epoch", "train_loss", "val_loss", "val_miou", "val_pixel_accuracy", "lr")
 CONFUSION_LABELLED_MAX = 40  # above this many classes, tick labels would overlap: show indices instead
 CONFUSION_ANNOTATED_MAX = 12  # above this, numbers in the cells are too small to read
 GIF_FRAME_MS = 800

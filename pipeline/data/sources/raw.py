@@ -10,8 +10,8 @@ from pathlib import Path
 
 from pipeline.atomic import atomic_dir
 from pipeline.config import DataParams
-from pipeline.data import synthetic
-from pipeline.data.download import ADE20K, VOC2012, ensure_dataset
+from pipeline.data.sources import synthetic
+from pipeline.data.sources.download import ADE20K, VOC2012, ensure_dataset
 from pipeline.repo import resolve
 
 ARCHIVES = {"voc2012": VOC2012, "ade20k": ADE20K}

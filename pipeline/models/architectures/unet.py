@@ -56,9 +56,13 @@ class UNet(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         skips = [self.stem(x)]
-        for block in self.down:
-            skips.append(block(F.max_pool2d(skips[-1], 2)))
+        for level, block in enumerate(self.down, start=1):
+            skips.append(self.fuse(level, block(F.max_pool2d(skips[-1], 2)), x))
         x = skips.pop()
         for block in self.up:
             x = block(x, skips.pop())
         return self.head(x)
+
+    def fuse(self, level: int, features: torch.Tensor, image: torch.Tensor) -> torch.Tensor:
+        """Encoder features at `level` (1 = after the first pooling); subclasses add other inputs here."""
+        return features

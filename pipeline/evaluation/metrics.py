@@ -1,20 +1,20 @@
 """Dataset-level segmentation metrics from one confusion matrix accumulated over the whole split.
 
 Pixels labelled 255 count nowhere. A class absent from both truth and prediction has no IoU (NaN)
-and is left out of the means, as in the VOC and ADE20K protocols.
+and is left out of the means, as in the VOC and ADE20K protocols. These are counters only: the loop
+that runs the model is evaluation/scoring.py (mmsegmentation's process/compute split).
+
+For partially labelled data (single-class sets combined) class c is scored only on images labelled
+for c, and a prediction of an unlabelled class counts as background there (PartialLabelIoU).
 """
 from __future__ import annotations
-
-from typing import Sequence
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 from torchmetrics.classification import MulticlassConfusionMatrix
 
-from pipeline.data.palette import IGNORE_INDEX
-from pipeline.inference import predict_batch
-from pipeline.partial_labels import PartialLabelIoU
+from pipeline.data.labels import BACKGROUND, IGNORE_INDEX, merged_background
 
 
 class SegmentationMetrics:
@@ -97,11 +97,42 @@ class SplitScores:
         return scores
 
 
-def score_loader(model, loader, device: torch.device, num_classes: int, partial: bool, hflip: bool = False,
-                 scales: Sequence[float] = (1.0,)) -> dict:
-    """Loss and scores of `model` over every batch of `loader`, with optional test-time augmentation."""
-    scores = SplitScores(num_classes, partial)
-    for images, masks, labelled in loader:
-        log_probabilities = predict_batch(model, images.to(device), hflip=hflip, scales=scales)
-        scores.update(log_probabilities, masks.to(device), labelled.to(device))
-    return scores.compute()
+class PartialLabelIoU:
+    """Per-class IoU over the images labelled for that class, from counts accumulated over the whole split.
+
+    With every image fully labelled this is the ordinary dataset-level IoU (one confusion matrix).
+    """
+
+    def __init__(self, num_classes: int, ignore_index: int = IGNORE_INDEX):
+        self.num_classes = num_classes
+        self.ignore_index = ignore_index
+        self.reset()
+
+    def reset(self) -> None:
+        self.true_positive = torch.zeros(self.num_classes, dtype=torch.int64)
+        self.false_positive = torch.zeros(self.num_classes, dtype=torch.int64)
+        self.false_negative = torch.zeros(self.num_classes, dtype=torch.int64)
+
+    def update(self, pred: torch.Tensor, target: torch.Tensor, labelled: torch.Tensor) -> None:
+        """pred, target (B, H, W) class indices; labelled (B, C) bool."""
+        pred, target, labelled = pred.cpu().long(), target.cpu().long(), labelled.cpu().bool()
+        batch, classes = labelled.shape
+        unlabelled_prediction = merged_background(labelled).gather(1, pred.flatten(1)).view_as(pred)
+        pred = pred.masked_fill(unlabelled_prediction, BACKGROUND)
+        valid = target != self.ignore_index
+        image = torch.arange(batch)[:, None, None].expand_as(target)
+        cell = (image * classes + target) * classes + pred
+        confusion = torch.bincount(cell[valid], minlength=batch * classes * classes).view(batch, classes, classes)
+        hits = confusion.diagonal(dim1=1, dim2=2)  # (B, C)
+        counted = labelled.long()
+        self.true_positive += (hits * counted).sum(0)
+        self.false_negative += ((confusion.sum(2) - hits) * counted).sum(0)
+        self.false_positive += ((confusion.sum(1) - hits) * counted).sum(0)
+
+    def compute(self) -> dict:
+        """{'per_class_iou': [...], 'miou': mean}; NaN for a class never labelled, or absent from truth and
+        prediction."""
+        union = (self.true_positive + self.false_positive + self.false_negative).double()
+        iou = torch.where(union > 0, self.true_positive.double() / union.clamp(min=1), float("nan")).numpy()
+        return {"per_class_iou": iou.tolist(),
+                "miou": float(np.nanmean(iou)) if not np.isnan(iou).all() else float("nan")}

@@ -6,7 +6,7 @@ Layout: one folder per class under `root`; the folder name is the class name.
 A mask pairs with the image of the same file stem. Classes are ["background", *sorted folder names].
 
 Each image is labelled for its own class only (`labelled=(0, class_index)`): outside its mask a pixel is
-"not this class", which says nothing about the other classes (see pipeline/partial_labels.py).
+"not this class", which says nothing about the other classes (see pipeline/training/losses.py).
 
 Binary mask encodings accepted (foreground is decided per file):
   grey ('L', '1', or RGB with equal channels): values all in {0, 1} -> 1 is foreground, else > 127

@@ -11,8 +11,8 @@ import numpy as np
 
 from pipeline.data.imageio import BadSampleError
 from pipeline.data.interim import RawSample, SourceDataset
-from pipeline.data.palette import IGNORE_INDEX
-from pipeline.data.voc import decode_index_mask
+from pipeline.data.labels import IGNORE_INDEX
+from pipeline.data.sources.voc import decode_index_mask
 
 ADE_SUBDIR = "ADEChallengeData2016"
 NUM_CLASSES = 150

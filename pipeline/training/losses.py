@@ -1,16 +1,23 @@
-"""Segmentation losses: logits (B, C, H, W) and targets (B, H, W) with 255 = ignore -> a scalar.
+"""Segmentation losses, one signature: (logits (B, C, H, W), target (B, H, W) with 255 = ignore,
+labelled (B, C) bool or None) -> a scalar.
 
-Every loss computes in float32 whatever the logits' dtype, so it can sit inside a bf16 autocast region.
+`labelled` matters only for partially labelled data (merged single-class sets), which trains with the
+marginal cross-entropy (Shi et al., MedIA 2021, "Marginal loss and exclusion loss for partially
+supervised multi-organ segmentation"): a pixel marked background in an image labelled for {background,
+A} means "not A", so it is scored against the summed probability of background and every class not
+labelled in that image. Every loss computes in float32 whatever the logits' dtype, so it can sit inside
+a bf16 autocast region.
 """
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-LOSSES = ("ce", "dice", "focal", "ce+dice")
+from pipeline.config import LOSSES
+from pipeline.data.labels import BACKGROUND, IGNORE_INDEX, merged_background
 
 
 class FocalLoss(nn.Module):
@@ -26,7 +33,7 @@ class FocalLoss(nn.Module):
         self.ignore_index = ignore_index
         self.gamma = gamma
 
-    def forward(self, logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    def forward(self, logits: torch.Tensor, target: torch.Tensor, labelled: torch.Tensor | None = None) -> torch.Tensor:
         valid = target != self.ignore_index
         safe_target = torch.where(valid, target, 0)
         log_p = F.log_softmax(logits.float(), dim=1).gather(1, safe_target.unsqueeze(1)).squeeze(1)
@@ -51,7 +58,7 @@ class DiceLoss(nn.Module):
         self.ignore_index = ignore_index
         self.smooth = smooth
 
-    def forward(self, logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    def forward(self, logits: torch.Tensor, target: torch.Tensor, labelled: torch.Tensor | None = None) -> torch.Tensor:
         valid = (target != self.ignore_index).unsqueeze(1)
         probs = F.softmax(logits.float(), dim=1) * valid
         one_hot = F.one_hot(torch.where(valid.squeeze(1), target, 0), self.num_classes).permute(0, 3, 1, 2) * valid
@@ -73,13 +80,31 @@ class SumLoss(nn.Module):
         super().__init__()
         self.terms = nn.ModuleList(terms)
 
-    def forward(self, logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-        return sum(term(logits, target) for term in self.terms)
+    def forward(self, logits: torch.Tensor, target: torch.Tensor, labelled: torch.Tensor | None = None) -> torch.Tensor:
+        return sum(term(logits, target, labelled) for term in self.terms)
 
 
-def build_loss(name: str, num_classes: int, ignore_index: int = 255, class_weights: Sequence[float] | None = None,
-               focal_gamma: float = 2.0) -> nn.Module:
-    """Loss `name` (one of LOSSES); class_weights, if given, has one non-negative value per class."""
+class MarginalCrossEntropy(nn.Module):
+    """Mean over non-ignored pixels; equals `F.cross_entropy(logits, target, ignore_index=255)` when all is labelled."""
+
+    def forward(self, logits: torch.Tensor, target: torch.Tensor, labelled: torch.Tensor | None = None) -> torch.Tensor:
+        if labelled is None:
+            raise ValueError("the marginal cross-entropy needs `labelled`: which classes each image is labelled for")
+        log_probs = logits.float().log_softmax(dim=1)
+        merged = merged_background(labelled)[:, :, None, None]
+        background = log_probs.masked_fill(~merged, float("-inf")).logsumexp(dim=1)  # exactly log p_0 if merged = {0}
+        channel = torch.arange(logits.shape[1], device=logits.device)[None, :, None, None]
+        marginal = torch.where(channel == BACKGROUND, background.unsqueeze(1), log_probs)
+        return F.nll_loss(marginal, target, ignore_index=IGNORE_INDEX)
+
+
+def build_loss(name: str, num_classes: int, ignore_index: int = IGNORE_INDEX,
+               class_weights: Sequence[float] | None = None, focal_gamma: float = 2.0,
+               partial: bool = False) -> nn.Module:
+    """Loss `name` (one of LOSSES); class_weights, if given, has one non-negative value per class.
+    `partial` (some images labelled for some classes only) selects the marginal cross-entropy."""
+    if partial:
+        return MarginalCrossEntropy()
     if name not in LOSSES:
         raise ValueError(f"loss: unknown loss {name!r}; choose one of {', '.join(LOSSES)}")
     weight = None

@@ -1,14 +1,17 @@
-"""Which reader turns the raw files of each `data.dataset` into samples of the common interim form."""
+"""Where each `data.dataset` comes from (`download_source`, see raw.py) and which reader turns its raw files
+into samples of the common interim form (`read_source`)."""
 from __future__ import annotations
 
 from pathlib import Path
 
 from pipeline.config import DataParams
-from pipeline.data.ade20k import read_ade20k
+from pipeline.data.sources.ade20k import read_ade20k
 from pipeline.data.interim import SourceDataset
-from pipeline.data.raw import source_root
-from pipeline.data.single_class import read_single_class
-from pipeline.data.voc import read_custom_voc, read_voc2012
+from pipeline.data.sources.raw import download_source, source_root
+from pipeline.data.sources.single_class import read_single_class
+from pipeline.data.sources.voc import read_custom_voc, read_voc2012
+
+__all__ = ["download_source", "read_source"]
 
 
 def read_source(data: DataParams, raw_dir: Path) -> SourceDataset:

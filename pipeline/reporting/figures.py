@@ -8,10 +8,10 @@ import numpy as np
 import pandas as pd
 import torch
 
-from pipeline import plots
-from pipeline.checkpoint import load_checkpoint
 from pipeline.data.dataset import SegmentationArrays
 from pipeline.inference import predict_batch
+from pipeline.models.checkpoint import load_checkpoint
+from pipeline.reporting import plots
 
 FIGURES = ("per_class_iou.png", "sample_predictions.png", "training_history.png", "confusion_matrix.png",
            "model_progress.gif")
@@ -42,6 +42,7 @@ def make_figures(model_path: Path, processed_dir: Path, train_dir: Path, eval_di
     confusion = pd.read_csv(Path(eval_dir) / "confusion_matrix.csv", index_col=0).to_numpy()
     plots.plot_confusion_matrix(confusion, names, out_dir / "confusion_matrix.png")
     progress = np.load(Path(train_dir) / "progress.npz")
-    snapshots = [(int(epoch), list(predictions)) for epoch, predictions in zip(progress["epochs"], progress["predictions"])]
+    snapshots = [(int(epoch), list(predictions))
+                 for epoch, predictions in zip(progress["epochs"], progress["predictions"])]
     plots.save_progress_gif(list(progress["images"]), snapshots, names, out_dir / "model_progress.gif")
     return [out_dir / name for name in FIGURES]

@@ -14,8 +14,8 @@ from PIL import Image, ImageDraw, ImageFilter
 
 from pipeline.atomic import atomic_dir
 from pipeline.data.imageio import write_mask_png
-from pipeline.data.palette import IGNORE_INDEX
-from pipeline.data.voc import CLASSES_FILE, VOC_SUBDIR
+from pipeline.data.labels import IGNORE_INDEX
+from pipeline.data.sources.voc import CLASSES_FILE, VOC_SUBDIR
 
 CLASSES = ["background", "disc", "square", "triangle", "star", "cross"]
 BORDER_WIDTH = 3

@@ -15,7 +15,7 @@ import torch.nn.functional as F
 from torch import nn
 from torchvision.models import ResNet34_Weights, resnet34
 
-from pipeline.models.unet import DoubleConv
+from pipeline.models.architectures.unet import DoubleConv
 
 IMAGENET_WEIGHTS = ResNet34_Weights.IMAGENET1K_V1
 

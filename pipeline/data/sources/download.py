@@ -139,7 +139,7 @@ def _write_body(response: requests.Response, part: Path, start: int) -> None:
     length = response.headers.get("Content-Length")
     total = start + int(length) if length is not None else None
     bar = tqdm(total=total, initial=start, unit="B", unit_scale=True, unit_divisor=1024,
-               desc=part.name.removesuffix(".part"))
+               desc=part.name.removesuffix(".part"), disable=None)
     with open(part, "ab" if start else "wb") as stream, bar:
         for chunk in response.iter_content(CHUNK):
             stream.write(chunk)

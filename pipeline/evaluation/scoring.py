@@ -1,0 +1,19 @@
+"""Run a model over a loader and feed the metric counters: the one loop that scores validation and evaluation."""
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+
+from pipeline.evaluation.metrics import SplitScores
+from pipeline.inference import predict_batch
+
+
+def score_loader(model, loader, device: torch.device, num_classes: int, partial: bool, hflip: bool = False,
+                 scales: Sequence[float] = (1.0,)) -> dict:
+    """Loss and scores of `model` over every batch of `loader`, with optional test-time augmentation."""
+    scores = SplitScores(num_classes, partial)
+    for images, masks, labelled in loader:
+        log_probabilities = predict_batch(model, images.to(device), hflip=hflip, scales=scales)
+        scores.update(log_probabilities, masks.to(device), labelled.to(device))
+    return scores.compute()

@@ -1,0 +1,25 @@
+"""Start from an earlier model (`train.init_from`): copy every tensor whose name and shape match."""
+from __future__ import annotations
+
+from pipeline.models.checkpoint import load_model
+from pipeline.models.segmenter import SegmentationModel
+
+
+def initial_weights(source: str) -> dict:
+    """A state dict from a checkpoint path or an MLflow model URI (`runs:/...`, `models:/name@champion`)."""
+    try:
+        return load_model(source).state_dict()
+    except (ValueError, FileNotFoundError) as error:
+        raise ValueError(f"train.init_from: {error}") from error
+
+
+def load_matching_weights(model: SegmentationModel, weights: dict, source: str) -> None:
+    """Copy every tensor whose name and shape match; a new head for other classes starts fresh."""
+    own = model.state_dict()
+    matching = {name: value for name, value in weights.items() if name in own and own[name].shape == value.shape}
+    if not matching:
+        raise ValueError(f"train.init_from: no weights in {source} match the {type(model.network).__name__} "
+                         f"being trained; is it the same architecture (model and models.<model>)?")
+    model.load_state_dict(matching, strict=False)
+    skipped = sorted(set(own) - set(matching))
+    print(f"init_from {source}: loaded {len(matching)} tensors" + (f", kept fresh: {skipped}" if skipped else ""))

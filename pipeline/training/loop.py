@@ -1,0 +1,193 @@
+"""Train a segmentation model on the preprocessed arrays, keeping the best epoch by val mIoU.
+
+Everything comes from params.yaml: architecture, loss, optimizer, schedule, precision, augmentation.
+The training state is saved after every epoch, so a killed run continues where it stopped, in the
+same MLflow run (see state.py).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import mlflow
+import torch
+from torch import nn
+from tqdm import tqdm
+
+from pipeline import tracking
+from pipeline.config import Params, as_dict, flatten
+from pipeline.data.dataset import read_manifest
+from pipeline.evaluation.scoring import score_loader
+from pipeline.inference import predict_batch
+from pipeline.models.checkpoint import save_checkpoint
+from pipeline.models.registry import build_model, count_parameters, rebuild_params
+from pipeline.models.segmenter import SegmentationModel
+from pipeline.paths import TrainOutputs
+from pipeline.training import reports
+from pipeline.training.device import autocast, pick_device, pick_precision
+from pipeline.training.setup import (
+    TrainData,
+    build_data,
+    build_optimization,
+    build_segmentation_model,
+    build_training_loss,
+    configure_torch,
+    seed_everything,
+)
+from pipeline.training.state import TrainState, fingerprint, load_unfinished
+
+
+@dataclass
+class Trainer:
+    """Everything one epoch needs, built once from params."""
+    params: Params
+    data: TrainData
+    model: SegmentationModel
+    loss_fn: nn.Module
+    optimizer: torch.optim.Optimizer
+    scheduler: object
+    scaler: torch.amp.GradScaler
+    device: torch.device
+    precision: str
+    class_names: list[str]
+    image_size: int
+
+    def run_epoch(self, epoch: int) -> dict:
+        """Train one epoch, score the val split, step the schedule; returns the history row."""
+        recipe = self.params.train
+        reseed_epoch(recipe.seed + epoch, self.data)
+        if recipe.freeze_encoder_epochs:
+            self.model.freeze_encoder(epoch <= recipe.freeze_encoder_epochs)
+        lr = self.scheduler.lr
+        train_loss = train_one_epoch(self.model, self.data.train_loader, self.loss_fn, self.optimizer, self.device,
+                                     self.precision, recipe.grad_clip_norm, self.scaler, f"epoch {epoch}")
+        scores = score_loader(self.model, self.data.val_loader, self.device, len(self.class_names), self.data.partial)
+        self.scheduler.step(scores["miou"])
+        row = {"epoch": epoch, "train_loss": train_loss, "val_loss": scores["loss"], "val_miou": scores["miou"],
+               "val_pixel_accuracy": scores["pixel_accuracy"], "lr": lr}
+        print(f"epoch {epoch}/{recipe.epochs}: train_loss {train_loss:.4f} val_loss {row['val_loss']:.4f} "
+              f"val_miou {row['val_miou']:.4f}", flush=True)
+        return row
+
+    def snapshot(self) -> torch.Tensor:
+        """Predictions on the fixed progress images, for the GIF."""
+        return predict_batch(self.model, self.data.progress_images.to(self.device)).argmax(1).byte().cpu()
+
+
+def build_trainer(params: Params, processed_dir: Path) -> Trainer:
+    configure_torch(params.train)
+    device = pick_device(params.train.device)
+    precision = pick_precision(params.train.precision, device)
+    manifest = read_manifest(processed_dir)
+    class_names, image_size = manifest["classes"], manifest["image_size"]
+    data = build_data(params, processed_dir, manifest)
+    model = to_device(build_segmentation_model(params, class_names, image_size), device, precision)
+    optimizer, scheduler = build_optimization(params, model)
+    return Trainer(params, data, model, build_training_loss(params, len(class_names), data.partial), optimizer,
+                   scheduler, torch.amp.GradScaler(device.type, enabled=precision == "fp16"), device, precision,
+                   class_names, image_size)
+
+
+def train(params: Params, processed_dir: Path, outputs: TrainOutputs) -> dict:
+    """Run (or resume) the training loop with MLflow tracking; returns the best epoch's numbers."""
+    recipe = params.train
+    experiment_id = tracking.setup_experiment(params.mlflow)  # before init_from, which may name a model in the store
+    trainer = build_trainer(params, processed_dir)
+    flat_params = flatten(params)
+    state = resume_or_start(outputs.state, fingerprint(flat_params, read_manifest(processed_dir)), trainer)
+    with tracking.start_training_run(experiment_id, state.run_id, params) as run:
+        if state.run_id is None:
+            state.run_id = run.info.run_id
+            log_run_params(flat_params, trainer)
+        tracking.log_missing_epochs(run.info.run_id, state.history)
+        for epoch in range(state.epoch + 1, recipe.epochs + 1):
+            if state.epochs_without_improvement >= recipe.early_stopping_patience > 0:
+                print(f"early stopping: val mIoU has not improved for {recipe.early_stopping_patience} epochs")
+                break
+            row = trainer.run_epoch(epoch)
+            state.record(row, trainer.model)
+            if epoch == 1 or epoch % recipe.progress_every == 0:
+                state.snapshots.append((epoch, trainer.snapshot()))
+            state.epoch = epoch
+            state.model, state.optimizer = trainer.model.state_dict(), trainer.optimizer.state_dict()
+            state.scheduler = trainer.scheduler.state_dict()
+            state.save(outputs.state)
+            tracking.log_epoch(row)
+        finish(params, outputs, state, trainer)
+    return state.best
+
+
+def log_run_params(flat_params: dict, trainer: Trainer) -> None:
+    mlflow.log_params(flat_params)
+    mlflow.log_params({"model.num_parameters": count_parameters(trainer.model),
+                       "data.num_train": trainer.data.num_train, "data.num_val": trainer.data.num_val,
+                       "device": trainer.device.type, "precision": trainer.precision})
+
+
+def to_device(model: nn.Module, device: torch.device, precision: str) -> nn.Module:
+    """channels_last only with autocast: it speeds up bf16/fp16 convolutions and slows fp32 ones on CPUs."""
+    model = model.to(device)
+    return model.to(memory_format=torch.channels_last) if precision != "fp32" else model
+
+
+def resume_or_start(path: Path, identity: str, trainer: Trainer) -> TrainState:
+    """The interrupted state of this same training, loaded into the model and optimizer, or a fresh one."""
+    state = load_unfinished(path, identity)
+    if state is None:
+        return TrainState(fingerprint=identity)
+    trainer.model.load_state_dict(state.model)
+    trainer.optimizer.load_state_dict(state.optimizer)
+    trainer.scheduler.load_state_dict(state.scheduler)
+    print(f"resuming after epoch {state.epoch} in MLflow run {state.run_id}")
+    return state
+
+
+def reseed_epoch(seed: int, data: TrainData) -> None:
+    """Every random source from (seed, epoch): a resumed epoch sees the same shuffle and augmentation."""
+    seed_everything(seed)
+    data.generator.manual_seed(seed)
+    data.augmentation.set_random_seed(seed)
+
+
+def train_one_epoch(model: nn.Module, loader, loss_fn, optimizer: torch.optim.Optimizer, device: torch.device,
+                    precision: str, grad_clip_norm: float, scaler, description: str) -> float:
+    """One pass over the training loader; returns the mean loss per image."""
+    model.train()
+    total, count = 0.0, 0
+    for images, masks, labelled in tqdm(loader, desc=description, unit="batch", leave=False, disable=None):
+        images, masks, labelled = images.to(device), masks.to(device), labelled.to(device)
+        if precision != "fp32":
+            images = images.contiguous(memory_format=torch.channels_last)
+        optimizer.zero_grad(set_to_none=True)
+        with autocast(device, precision):
+            logits = model(images)
+        loss = loss_fn(logits.float(), masks, labelled)
+        scaler.scale(loss).backward()
+        if grad_clip_norm > 0:
+            scaler.unscale_(optimizer)
+            nn.utils.clip_grad_norm_(model.parameters(), grad_clip_norm)
+        scaler.step(optimizer)
+        scaler.update()
+        total += loss.item() * len(images)
+        count += len(images)
+    return total / max(count, 1)
+
+
+def finish(params: Params, outputs: TrainOutputs, state: TrainState, trainer: Trainer) -> None:
+    """Write the best checkpoint and the reports, log them and the model to MLflow, mark the state completed."""
+    best = state.best
+    model_params = as_dict(params.model_params())
+    best_model = build_model(params.model, trainer.class_names, rebuild_params(params.model, model_params),
+                             trainer.image_size)
+    best_model.load_state_dict(state.best_weights)
+    save_checkpoint(outputs.model, best_model, params.model, model_params, epoch=best["best_epoch"],
+                    mlflow_run_id=state.run_id)
+    reports.write_history(state.history, outputs.history)
+    reports.write_metrics(best, outputs.metrics)
+    reports.save_progress(trainer.data.progress_images, state.snapshots, outputs.progress)
+    mlflow.log_metrics({name if name.startswith("best") else f"best_{name}": value for name, value in best.items()})
+    mlflow.log_artifact(str(outputs.history), "reports/train")
+    mlflow.log_artifact(str(outputs.metrics), "reports/train")
+    tracking.log_and_promote_model(best_model.eval(), params.mlflow.experiment, best["val_miou"])
+    state.completed = True
+    state.save(outputs.state)

@@ -1,0 +1,106 @@
+"""Build what a training needs from params, one object per params group: data, model, loss, optimizer."""
+from __future__ import annotations
+
+import random
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch.utils.data import DataLoader
+
+from pipeline.config import Params, as_dict
+from pipeline.data.dataset import SegmentationArrays, build_augmentation
+from pipeline.data.labels import IGNORE_INDEX
+from pipeline.models.registry import build_model
+from pipeline.models.segmenter import SegmentationModel
+from pipeline.training.finetune import initial_weights, load_matching_weights
+from pipeline.training.losses import build_loss
+from pipeline.training.optim import build_optimizer, build_scheduler
+
+PROGRESS_IMAGES = 4  # fixed val images whose predictions are kept for the progress GIF
+
+
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+
+
+def configure_torch(recipe) -> None:
+    """Threads and determinism, before anything random or parallel happens."""
+    seed_everything(recipe.seed)
+    if recipe.num_threads:
+        torch.set_num_threads(recipe.num_threads)
+    if recipe.deterministic:
+        torch.use_deterministic_algorithms(True, warn_only=True)
+        torch.backends.cudnn.benchmark = False
+
+
+def subset_indices(size: int, limit: int | None, seed: int) -> np.ndarray | None:
+    """A seeded random subset of `limit` samples (all of them when limit is None or not smaller)."""
+    if limit is None or limit >= size:
+        return None
+    return np.sort(np.random.default_rng(seed).choice(size, limit, replace=False))
+
+
+def split_dataset(params: Params, processed_dir: Path, manifest: dict, split: str, transform) -> SegmentationArrays:
+    """One split, restricted to `data.subset.<split>` seeded random samples when that is set."""
+    limit = getattr(params.data.subset, split)
+    indices = subset_indices(len(manifest["splits"][split]["ids"]), limit, params.train.seed)
+    return SegmentationArrays(processed_dir, split, transform, indices)
+
+
+@dataclass
+class TrainData:
+    train_loader: DataLoader
+    val_loader: DataLoader
+    generator: torch.Generator       # reseeded every epoch, so the shuffle order survives a resume
+    augmentation: object             # albumentations Compose, reseeded every epoch likewise
+    progress_images: torch.Tensor    # (PROGRESS_IMAGES, 3, S, S)
+    partial: bool                    # some images labelled for some classes only
+
+    @property
+    def num_train(self) -> int:
+        return len(self.train_loader.dataset)
+
+    @property
+    def num_val(self) -> int:
+        return len(self.val_loader.dataset)
+
+
+def build_data(params: Params, processed_dir: Path, manifest: dict) -> TrainData:
+    recipe = params.train
+    augmentation = build_augmentation(params.augment, recipe.seed)
+    train_set = split_dataset(params, processed_dir, manifest, "train", augmentation)
+    val_set = split_dataset(params, processed_dir, manifest, "val", None)
+    generator = torch.Generator()
+    train_loader = DataLoader(train_set, batch_size=recipe.batch_size, shuffle=True, generator=generator,
+                              drop_last=len(train_set) > recipe.batch_size, num_workers=recipe.num_workers)
+    val_loader = DataLoader(val_set, batch_size=recipe.batch_size, num_workers=recipe.num_workers)
+    progress_images = torch.stack([val_set[i][0] for i in range(min(PROGRESS_IMAGES, len(val_set)))])
+    partial = not (train_set.labelled.all() and val_set.labelled.all())
+    return TrainData(train_loader, val_loader, generator, augmentation, progress_images, partial)
+
+
+def build_segmentation_model(params: Params, class_names: list[str], image_size: int) -> SegmentationModel:
+    """The architecture `model` configured by `models.<model>`, started from `train.init_from` if set."""
+    model = build_model(params.model, class_names, as_dict(params.model_params()), image_size)
+    if params.train.init_from:
+        load_matching_weights(model, initial_weights(params.train.init_from), params.train.init_from)
+    return model
+
+
+def build_training_loss(params: Params, num_classes: int, partial: bool) -> torch.nn.Module:
+    recipe = params.train
+    return build_loss(recipe.loss, num_classes, IGNORE_INDEX, recipe.class_weights, recipe.focal_gamma, partial)
+
+
+def build_optimization(params: Params, model: torch.nn.Module):
+    """The optimizer over every parameter (frozen ones included: they train once unfrozen) and its schedule."""
+    recipe = params.train
+    optimizer = build_optimizer(recipe.optimizer, model.parameters(), recipe.lr, recipe.weight_decay, recipe.momentum)
+    scheduler = build_scheduler(recipe.scheduler, optimizer, recipe.epochs, recipe.warmup_epochs,
+                                poly_power=recipe.poly_power, plateau_patience=recipe.plateau_patience,
+                                plateau_factor=recipe.plateau_factor)
+    return optimizer, scheduler
