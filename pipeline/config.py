@@ -27,7 +27,7 @@ from pydantic import (
 from pydantic_core import PydanticCustomError
 
 DatasetName = Literal["synthetic", "voc2012", "ade20k", "voc_layout", "single_class"]
-ModelName = Literal["unet", "resnet34_unet", "multiscale_unet"]
+ModelName = Literal["unet", "resnet34_unet", "multiscale_unet", "smp"]
 OptimizerName = Literal["adam", "adamw", "sgd"]
 SchedulerName = Literal["plateau", "cosine", "poly", "none"]
 LossName = Literal["ce", "dice", "focal", "ce+dice"]
@@ -131,7 +131,7 @@ class UNetParams(_Block):
 
 
 class ResNet34UNetParams(_Block):
-    encoder_weights: Str = "imagenet"  # imagenet (from the torch hub cache) | none | path to a resnet34 .pth
+    encoder_weights: Str = "imagenet"  # imagenet (Hugging Face cache, fetched once) | none | path to .pth/.safetensors
     decoder_channels: Annotated[tuple[Count, ...], Field(min_length=1)] = (256, 128, 64, 32, 16)
 
 
@@ -144,10 +144,31 @@ class MultiScaleUNetParams(_Block):
     dropout: BelowOne = 0.0
 
 
+class SmpParams(_Block):
+    decoder: Literal["Unet", "UnetPlusPlus", "FPN", "DeepLabV3Plus"] = "Unet"
+    encoder: Str = "resnet34"  # any name in segmentation_models_pytorch.encoders.get_encoder_names()
+    encoder_weights: Str = "imagenet"  # imagenet (Hugging Face cache, fetched once) | none | path to .pth/.safetensors
+    encoder_depth: Annotated[Int, Field(ge=3, le=5)] = 5  # encoder stages the decoder sees (the range all four take)
+
+    @field_validator("encoder")
+    @classmethod
+    def _known_encoder(cls, name: str) -> str:
+        from segmentation_models_pytorch.encoders import get_encoder_names  # ~1.5 s after torch: only when read
+
+        names = get_encoder_names()
+        if name not in names:
+            close = difflib.get_close_matches(name, names, n=1)
+            hint = f" (did you mean '{close[0]}'?)" if close else ""
+            raise _invalid("", f"unknown encoder {name!r}{hint}; segmentation_models_pytorch.encoders."
+                               f"get_encoder_names() lists the {len(names)} allowed")
+        return name
+
+
 class ModelsParams(_Block):
     unet: UNetParams = Field(default_factory=UNetParams)
     resnet34_unet: ResNet34UNetParams = Field(default_factory=ResNet34UNetParams)
     multiscale_unet: MultiScaleUNetParams = Field(default_factory=MultiScaleUNetParams)
+    smp: SmpParams = Field(default_factory=SmpParams)
 
 
 assert set(MODELS) == set(ModelsParams.model_fields), "ModelName and the blocks of ModelsParams differ"
@@ -168,7 +189,7 @@ class TrainParams(_Block):
     plateau_patience: NonNegativeInt = 2
     plateau_factor: Annotated[Float, Field(gt=0, lt=1)] = 0.5
     loss: LossName = "ce"
-    class_weights: list[NonNegativeFloat] | None = None  # one per class; not all zero
+    class_weights: list[NonNegativeFloat] | Literal["balanced"] | None = None  # one per class, or balanced
     focal_gamma: NonNegativeFloat = 2.0
     precision: PrecisionName = "auto"
     grad_clip_norm: NonNegativeFloat = 0.0  # 0: no clipping
@@ -184,8 +205,8 @@ class TrainParams(_Block):
 
     @field_validator("class_weights")
     @classmethod
-    def _some_weight_positive(cls, weights: list[float] | None) -> list[float] | None:
-        if weights is not None and sum(weights) <= 0:
+    def _some_weight_positive(cls, weights: list[float] | str | None) -> list[float] | str | None:
+        if isinstance(weights, list) and sum(weights) <= 0:
             raise _invalid("", f"expected non-negative weights, not all zero; got {weights}")
         return weights
 
@@ -274,7 +295,8 @@ def parse(cls: type[Block], raw: Any, key: str) -> Block:
     try:
         return cls.model_validate(raw)
     except ValidationError as error:
-        raise ConfigError("\n".join(_describe(cls, e, key) for e in error.errors(include_url=False))) from None
+        lines = [_describe(cls, _without_union_tags(e), key) for e in error.errors(include_url=False)]
+        raise ConfigError("\n".join(dict.fromkeys(lines))) from None
 
 
 def as_dict(block: BaseModel) -> dict[str, Any]:
@@ -331,6 +353,11 @@ def _describe(cls: type[BaseModel], error: dict[str, Any], key: str) -> str:
         need = "must not be empty" if ctx["min_length"] == 1 else f"needs at least {ctx['min_length']} items"
         return f"{where}: {need}, got {value!r}"
     return f"{where}: {error['msg']}, got {value!r}"
+
+
+def _without_union_tags(error: dict[str, Any]) -> dict[str, Any]:
+    """Pydantic names the union member in the location (`list[...]`, `literal['balanced']`): not a key."""
+    return {**error, "loc": tuple(part for part in error["loc"] if isinstance(part, int) or "[" not in part)}
 
 
 def _unknown_key(model: Any, key: str) -> str:

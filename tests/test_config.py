@@ -158,7 +158,7 @@ def test_out_of_range_values_name_the_key_and_the_bound(raw, message):
     ({"data": {"image_size": 64}}, "augment.crop_size: 128 is larger than data.image_size (64)"),
     ({"train": {"epochs": 4, "warmup_epochs": 4}}, "train.warmup_epochs: 4 must be less than train.epochs (4)"),
     ({"train": {"freeze_encoder_epochs": 2}},
-     "train.freeze_encoder_epochs: 2 needs a model with a pretrained encoder (resnet34_unet), got model: unet"),
+     "train.freeze_encoder_epochs: 2 needs a model with a pretrained encoder (resnet34_unet, smp), got model: unet"),
     ({"model": "multiscale_unet", "train": {"freeze_encoder_epochs": 1}}, "got model: multiscale_unet"),
 ])
 def test_cross_field_rules_name_both_keys(raw, message):
@@ -212,7 +212,7 @@ def test_params_are_frozen_and_dump_to_plain_data():
 
 
 def test_the_names_other_modules_import_come_from_the_literals():
-    assert MODELS == ("unet", "resnet34_unet", "multiscale_unet") == tuple(ModelsParams.model_fields)
+    assert MODELS == ("unet", "resnet34_unet", "multiscale_unet", "smp") == tuple(ModelsParams.model_fields)
     assert DATASETS == typing.get_args(DatasetName) and "single_class" in DATASETS
     assert typing.get_args(OptimizerName) == ("adam", "adamw", "sgd")
     assert typing.get_args(SchedulerName) == ("plateau", "cosine", "poly", "none")

@@ -7,7 +7,7 @@ the multi-scale input U-Nets), at the cost of one light stem and one fusion conv
 from __future__ import annotations
 
 import math
-from typing import Sequence
+from collections.abc import Sequence
 
 import torch
 import torch.nn.functional as F
