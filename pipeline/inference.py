@@ -73,18 +73,23 @@ def image_to_tensor(image: np.ndarray) -> torch.Tensor:
 
 def predict_logits(model: SegmentationModel, image: np.ndarray, image_size: int | None = None, hflip: bool = False,
                    scales: Sequence[float] = (1.0,)) -> torch.Tensor:
-    """HxWx3 uint8 image -> (C, H, W) log-probabilities at the image's original size.
+    """HxWx3 uint8 image -> (C, H, W) log-probabilities at the image's original size."""
+    return predict_logits_many(model, [image], image_size=image_size, hflip=hflip, scales=scales)[0]
 
-    The image is resized to `image_size` squared (default: the size the model was trained at) for the
-    model, and the logits bilinearly back, then renormalised (interpolating log-probabilities does not
-    keep them normalised)."""
+
+def predict_logits_many(model: SegmentationModel, images: Sequence[np.ndarray], image_size: int | None = None,
+                        hflip: bool = False, scales: Sequence[float] = (1.0,)) -> list[torch.Tensor]:
+    """HxWx3 uint8 images of any sizes -> one (C, H, W) log-probability tensor per image, at its own size.
+
+    The images are resized to `image_size` squared (default: the size the model was trained at) and
+    go through the model as one batch; each one's logits are resized bilinearly back, then renormalised
+    (interpolating log-probabilities does not keep them normalised)."""
     image_size = image_size or model.image_size
     device = next(model.parameters()).device
-    original_size = image.shape[:2]
-    inputs = _resize(image_to_tensor(image).to(device), (image_size, image_size))
+    inputs = torch.cat([_resize(image_to_tensor(image).to(device), (image_size, image_size)) for image in images])
     logits = predict_batch(model, inputs, hflip=hflip, scales=scales)
     with torch.inference_mode():
-        return _resize(logits, original_size)[0].log_softmax(dim=0)
+        return [_resize(one[None], image.shape[:2])[0].log_softmax(dim=0) for one, image in zip(logits, images)]
 
 
 def predict_mask(model: SegmentationModel, image: np.ndarray, image_size: int | None = None, hflip: bool = False,

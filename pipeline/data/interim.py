@@ -20,10 +20,11 @@ import pandas as pd
 from tqdm import tqdm
 
 from pipeline.atomic import atomic_dir
-from pipeline.data.imageio import BadSampleError, open_image, write_mask_png
+from pipeline.data.imageio import BadSampleError, open_displayed, write_mask_png
 from pipeline.data.labels import ALL_LABELLED, IGNORE_INDEX
 
-SPLITS = ("train", "val")
+SPLITS = ("train", "val")  # every source has both; training reads only these
+TEST_SPLIT = "test"  # optional: scored by evaluate, never used to choose a checkpoint
 
 
 @dataclass(frozen=True)
@@ -87,8 +88,7 @@ def write_interim(source: SourceDataset, out_dir: Path, on_bad_sample: str = "er
 def _write_sample(source: SourceDataset, sample: RawSample, out_dir: Path) -> dict:
     if not sample.mask_path.exists():
         raise BadSampleError(f"{sample.image_path}: no mask found (expected {sample.mask_path})")
-    image = open_image(sample.image_path)
-    width, height = image.size
+    width, height = open_displayed(sample.image_path).size
     mask = source.decode_mask(sample)
     check_mask(mask, sample, len(source.classes), (height, width))
     image_name = f"images/{sample.id}{sample.image_path.suffix.lower()}"

@@ -1,9 +1,11 @@
-"""Score the trained model on the val split, at the processed size and at each mask's original size.
+"""Score the trained model on the val split at each mask's original size.
 
-The original-resolution numbers follow the VOC/ADE20K protocol (logits resized back to each mask)
-and are the headline `miou`, `pixel_accuracy`, ...; the same scores on the processed
-`image_size` squared arrays are reported with the suffix `_processed`. For partially labelled data
-(single-class sets) mIoU and per-class IoU score every class only on the images labelled for it.
+These numbers follow the VOC/ADE20K protocol (logits resized back to each mask). When the data has a
+test split (VOC layout: ImageSets/Segmentation/test.txt) it is scored too, as `test_*`; the checkpoint
+was chosen on val alone. The same scores at
+the processed `image_size` squared are the train stage's `val_*` metrics of the best epoch, so they
+are not repeated here. For partially labelled data (single-class sets) mIoU and per-class IoU score
+every class only on the images labelled for it.
 """
 from __future__ import annotations
 
@@ -14,40 +16,38 @@ import numpy as np
 import pandas as pd
 import torch
 from PIL import Image
-from torch.utils.data import DataLoader
 from tqdm import tqdm
 
 from pipeline.atomic import atomic_path, write_text
-from pipeline.data.dataset import SegmentationArrays, read_manifest
+from pipeline.data.dataset import read_manifest
 from pipeline.data.imageio import read_rgb
-from pipeline.data.interim import read_samples
+from pipeline.data.interim import TEST_SPLIT, read_samples
 from pipeline.data.labels import is_partially_labelled, labelled_matrix
 from pipeline.evaluation.metrics import SplitScores
-from pipeline.evaluation.scoring import score_loader
-from pipeline.inference import predict_logits
+from pipeline.inference import predict_logits_many
 from pipeline.models.checkpoint import load_checkpoint
 from pipeline.training.device import pick_device
 
 HEADLINE = ("miou", "pixel_accuracy", "mean_accuracy", "fw_iou")
 
 
-def score_processed(model, processed_dir: Path, batch_size: int, device: torch.device, tta: dict,
-                    partial: bool) -> dict:
-    loader = DataLoader(SegmentationArrays(processed_dir, "val"), batch_size=batch_size)
-    return score_loader(model, loader, device, len(model.class_names), partial, **tta)
-
-
-def score_original(model, interim_dir: Path, image_size: int, tta: dict, partial: bool) -> dict:
+def score_original(model, interim_dir: Path, split: str, image_size: int, batch_size: int, tta: dict,
+                   partial: bool) -> dict:
+    """Scores of one split at each mask's own size, `batch_size` images through the model at a time."""
     samples = read_samples(interim_dir)
-    samples = samples[samples["split"] == "val"].reset_index(drop=True)
+    samples = samples[samples["split"] == split].reset_index(drop=True)
     labelled = torch.from_numpy(labelled_matrix(samples["labelled"].tolist(), len(model.class_names)))
     scores = SplitScores(len(model.class_names), partial)
-    rows = tqdm(samples.iterrows(), total=len(samples), desc="evaluate (original size)", unit="img", disable=None)
-    for index, row in rows:
-        image = read_rgb(interim_dir / row["image"])
-        mask = torch.from_numpy(np.asarray(Image.open(interim_dir / row["mask"]), dtype=np.int64))
-        log_probabilities = predict_logits(model, image, image_size=image_size, **tta)
-        scores.update(log_probabilities[None], mask[None].to(log_probabilities.device), labelled[index : index + 1])
+    starts = range(0, len(samples), batch_size)
+    for start in tqdm(starts, desc="evaluate (original size)", unit="batch", disable=None):
+        rows = samples.iloc[start:start + batch_size]
+        images = [read_rgb(interim_dir / name) for name in rows["image"]]
+        predictions = predict_logits_many(model, images, image_size=image_size, **tta)
+        for offset, (name, log_probabilities) in enumerate(zip(rows["mask"], predictions)):
+            mask = torch.from_numpy(np.asarray(Image.open(interim_dir / name), dtype=np.int64))
+            index = start + offset
+            scores.update(log_probabilities[None], mask[None].to(log_probabilities.device),
+                          labelled[index:index + 1].to(log_probabilities.device))
     return scores.compute()
 
 
@@ -60,10 +60,11 @@ def evaluate(processed_dir: Path, interim_dir: Path, model_path: Path, out_dir: 
     tta = {"hflip": settings.tta_hflip, "scales": settings.tta_scales}
     partial = is_partially_labelled(processed_dir, ("val",))
     image_size = read_manifest(processed_dir)["image_size"]
-    processed = score_processed(model, processed_dir, settings.batch_size, device, tta, partial)
-    original = score_original(model, interim_dir, image_size, tta, partial)
+    original = score_original(model, interim_dir, "val", image_size, settings.batch_size, tta, partial)
     metrics = {name: original[name] for name in (*HEADLINE, "loss")}
-    metrics.update({f"{name}_processed": processed[name] for name in (*HEADLINE, "loss")})
+    if TEST_SPLIT in set(read_samples(interim_dir)["split"]):
+        test = score_original(model, interim_dir, TEST_SPLIT, image_size, settings.batch_size, tta, partial)
+        metrics.update({f"test_{name}": test[name] for name in (*HEADLINE, "loss")})
     per_class = {name: None if np.isnan(iou) else iou
                  for name, iou in zip(model.class_names, original["per_class_iou"])}
     out_dir = Path(out_dir)

@@ -11,10 +11,10 @@ from __future__ import annotations
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from torchmetrics.classification import MulticlassConfusionMatrix
 
 from pipeline.data.labels import BACKGROUND, IGNORE_INDEX, merged_background
+from pipeline.training.losses import FocalLoss, MarginalCrossEntropy
 
 
 class SegmentationMetrics:
@@ -64,75 +64,51 @@ def scores_from_confusion(confusion: np.ndarray) -> dict:
     }
 
 
+def as_labelled(prediction: torch.Tensor, labelled: torch.Tensor) -> torch.Tensor:
+    """Predictions of a class an image is not labelled for count as background there: that image's
+    background pixels only say "none of my labelled classes" (the marginal rule)."""
+    unlabelled = merged_background(labelled.to(prediction.device)).gather(1, prediction.flatten(1))
+    return prediction.masked_fill(unlabelled.view_as(prediction), BACKGROUND)
+
+
+class PartialLabelIoU(SegmentationMetrics):
+    """The confusion matrix of partially labelled data: class c is scored only on images labelled for c.
+
+    Truth c occurs only in images labelled for c, and predictions of c elsewhere are read as background,
+    so every score from this matrix (IoU, accuracy, Dice, fwIoU) follows the partial-label rule; with
+    every image fully labelled it is the ordinary dataset-level confusion matrix.
+    """
+
+    def update(self, pred: torch.Tensor, target: torch.Tensor, labelled: torch.Tensor) -> None:
+        """pred, target (B, H, W) class indices; labelled (B, C) bool."""
+        super().update(as_labelled(pred, labelled), target)
+
+
 class SplitScores:
     """Loss and confusion-matrix scores accumulated over a split.
 
-    For partially labelled data (single-class sets) `miou` and `per_class_iou` score every class only
-    on the images labelled for it: the plain confusion matrix would count "not labelled" as background.
+    `loss_fn(log_probabilities, target, labelled)` defaults to cross-entropy (the marginal one for
+    partially labelled data); training passes its own loss so `val_loss` and `train_loss` are one loss.
+    Log-probabilities are valid logits, so any softmax-based loss gives the same value on them.
     """
 
-    def __init__(self, num_classes: int, partial: bool):
-        self.metrics = SegmentationMetrics(num_classes)
-        self.partial = PartialLabelIoU(num_classes) if partial else None
+    def __init__(self, num_classes: int, partial: bool, loss_fn=None):
+        self.metrics = PartialLabelIoU(num_classes) if partial else SegmentationMetrics(num_classes)
+        self.partial = partial
+        self.loss_fn = loss_fn or (MarginalCrossEntropy() if partial else FocalLoss(None, IGNORE_INDEX, gamma=0.0))
         self.loss_sum, self.pixels = 0.0, 0
 
     def update(self, log_probabilities: torch.Tensor, target: torch.Tensor, labelled: torch.Tensor) -> None:
         """log_probabilities (B, C, H, W), target (B, H, W), labelled (B, C) bool."""
         valid = int((target != IGNORE_INDEX).sum())
         if valid:
-            loss = F.nll_loss(log_probabilities, target, ignore_index=IGNORE_INDEX)
-            self.loss_sum += float(loss) * valid
+            self.loss_sum += float(self.loss_fn(log_probabilities, target, labelled)) * valid
             self.pixels += valid
         prediction = log_probabilities.argmax(1)
-        self.metrics.update(prediction, target)
-        if self.partial is not None:
-            self.partial.update(prediction, target, labelled)
+        if self.partial:
+            self.metrics.update(prediction, target, labelled)
+        else:
+            self.metrics.update(prediction, target)
 
     def compute(self) -> dict:
-        scores = self.metrics.compute()
-        scores["loss"] = self.loss_sum / max(self.pixels, 1)
-        if self.partial is not None:
-            partial = self.partial.compute()
-            scores["miou"], scores["per_class_iou"] = partial["miou"], partial["per_class_iou"]
-        return scores
-
-
-class PartialLabelIoU:
-    """Per-class IoU over the images labelled for that class, from counts accumulated over the whole split.
-
-    With every image fully labelled this is the ordinary dataset-level IoU (one confusion matrix).
-    """
-
-    def __init__(self, num_classes: int, ignore_index: int = IGNORE_INDEX):
-        self.num_classes = num_classes
-        self.ignore_index = ignore_index
-        self.reset()
-
-    def reset(self) -> None:
-        self.true_positive = torch.zeros(self.num_classes, dtype=torch.int64)
-        self.false_positive = torch.zeros(self.num_classes, dtype=torch.int64)
-        self.false_negative = torch.zeros(self.num_classes, dtype=torch.int64)
-
-    def update(self, pred: torch.Tensor, target: torch.Tensor, labelled: torch.Tensor) -> None:
-        """pred, target (B, H, W) class indices; labelled (B, C) bool."""
-        pred, target, labelled = pred.cpu().long(), target.cpu().long(), labelled.cpu().bool()
-        batch, classes = labelled.shape
-        unlabelled_prediction = merged_background(labelled).gather(1, pred.flatten(1)).view_as(pred)
-        pred = pred.masked_fill(unlabelled_prediction, BACKGROUND)
-        valid = target != self.ignore_index
-        image = torch.arange(batch)[:, None, None].expand_as(target)
-        cell = (image * classes + target) * classes + pred
-        confusion = torch.bincount(cell[valid], minlength=batch * classes * classes).view(batch, classes, classes)
-        hits = confusion.diagonal(dim1=1, dim2=2)  # (B, C)
-        counted = labelled.long()
-        self.true_positive += (hits * counted).sum(0)
-        self.false_negative += ((confusion.sum(2) - hits) * counted).sum(0)
-        self.false_positive += ((confusion.sum(1) - hits) * counted).sum(0)
-
-    def compute(self) -> dict:
-        """{'per_class_iou': [...], 'miou': mean}; NaN for a class never labelled, or absent from truth and
-        prediction."""
-        union = (self.true_positive + self.false_positive + self.false_negative).double()
-        iou = torch.where(union > 0, self.true_positive.double() / union.clamp(min=1), float("nan")).numpy()
-        return {"per_class_iou": iou.tolist(),
-                "miou": float(np.nanmean(iou)) if not np.isnan(iou).all() else float("nan")}
+        return {**self.metrics.compute(), "loss": self.loss_sum / max(self.pixels, 1)}

@@ -10,9 +10,9 @@ from pipeline.inference import predict_batch
 
 
 def score_loader(model, loader, device: torch.device, num_classes: int, partial: bool, hflip: bool = False,
-                 scales: Sequence[float] = (1.0,)) -> dict:
+                 scales: Sequence[float] = (1.0,), loss_fn=None) -> dict:
     """Loss and scores of `model` over every batch of `loader`, with optional test-time augmentation."""
-    scores = SplitScores(num_classes, partial)
+    scores = SplitScores(num_classes, partial, loss_fn)
     for images, masks, labelled in loader:
         log_probabilities = predict_batch(model, images.to(device), hflip=hflip, scales=scales)
         scores.update(log_probabilities, masks.to(device), labelled.to(device))

@@ -25,6 +25,7 @@ from pipeline.models.segmenter import SegmentationModel
 from pipeline.paths import TrainOutputs
 from pipeline.training import reports
 from pipeline.training.device import autocast, pick_device, pick_precision
+from pipeline.training.optim import Schedule
 from pipeline.training.setup import (
     TrainData,
     build_data,
@@ -45,7 +46,7 @@ class Trainer:
     model: SegmentationModel
     loss_fn: nn.Module
     optimizer: torch.optim.Optimizer
-    scheduler: object
+    scheduler: Schedule
     scaler: torch.amp.GradScaler
     device: torch.device
     precision: str
@@ -59,15 +60,39 @@ class Trainer:
         if recipe.freeze_encoder_epochs:
             self.model.freeze_encoder(epoch <= recipe.freeze_encoder_epochs)
         lr = self.scheduler.lr
-        train_loss = train_one_epoch(self.model, self.data.train_loader, self.loss_fn, self.optimizer, self.device,
-                                     self.precision, recipe.grad_clip_norm, self.scaler, f"epoch {epoch}")
-        scores = score_loader(self.model, self.data.val_loader, self.device, len(self.class_names), self.data.partial)
-        self.scheduler.step(scores["miou"])
+        train_loss = self.train_one_epoch(f"epoch {epoch}")
+        scores = score_loader(self.model, self.data.val_loader, self.device, len(self.class_names), self.data.partial,
+                              loss_fn=self.loss_fn)
+        self.scheduler.after_epoch(scores["miou"])
         row = {"epoch": epoch, "train_loss": train_loss, "val_loss": scores["loss"], "val_miou": scores["miou"],
                "val_pixel_accuracy": scores["pixel_accuracy"], "lr": lr}
         print(f"epoch {epoch}/{recipe.epochs}: train_loss {train_loss:.4f} val_loss {row['val_loss']:.4f} "
               f"val_miou {row['val_miou']:.4f}", flush=True)
         return row
+
+    def train_one_epoch(self, description: str) -> float:
+        """One pass over the training loader, the lr schedule stepped per batch; returns the mean loss per image."""
+        self.model.train()
+        total, count = 0.0, 0
+        for images, masks, labelled in tqdm(self.data.train_loader, desc=description, unit="batch", leave=False,
+                                            disable=None):
+            images, masks, labelled = images.to(self.device), masks.to(self.device), labelled.to(self.device)
+            if self.precision != "fp32":
+                images = images.contiguous(memory_format=torch.channels_last)
+            self.optimizer.zero_grad(set_to_none=True)
+            with autocast(self.device, self.precision):
+                logits = self.model(images)
+            loss = self.loss_fn(logits.float(), masks, labelled)
+            self.scaler.scale(loss).backward()
+            if self.params.train.grad_clip_norm > 0:
+                self.scaler.unscale_(self.optimizer)
+                nn.utils.clip_grad_norm_(self.model.parameters(), self.params.train.grad_clip_norm)
+            self.scaler.step(self.optimizer)
+            self.scaler.update()
+            self.scheduler.after_batch()
+            total += loss.item() * len(images)
+            count += len(images)
+        return total / max(count, 1)
 
     def snapshot(self) -> torch.Tensor:
         """Predictions on the fixed progress images, for the GIF."""
@@ -82,8 +107,8 @@ def build_trainer(params: Params, processed_dir: Path) -> Trainer:
     class_names, image_size = manifest["classes"], manifest["image_size"]
     data = build_data(params, processed_dir, manifest)
     model = to_device(build_segmentation_model(params, class_names, image_size), device, precision)
-    optimizer, scheduler = build_optimization(params, model)
-    return Trainer(params, data, model, build_training_loss(params, len(class_names), data.partial), optimizer,
+    optimizer, scheduler = build_optimization(params, model, len(data.train_loader))
+    return Trainer(params, data, model, build_training_loss(params, data, len(class_names)), optimizer,
                    scheduler, torch.amp.GradScaler(device.type, enabled=precision == "fp16"), device, precision,
                    class_names, image_size)
 
@@ -95,7 +120,7 @@ def train(params: Params, processed_dir: Path, outputs: TrainOutputs) -> dict:
     trainer = build_trainer(params, processed_dir)
     flat_params = flatten(params)
     state = resume_or_start(outputs.state, fingerprint(flat_params, read_manifest(processed_dir)), trainer)
-    with tracking.start_training_run(experiment_id, state.run_id, params) as run:
+    with tracking.training_run(experiment_id, state.run_id, params) as run:
         if state.run_id is None:
             state.run_id = run.info.run_id
             log_run_params(flat_params, trainer)
@@ -147,30 +172,6 @@ def reseed_epoch(seed: int, data: TrainData) -> None:
     seed_everything(seed)
     data.generator.manual_seed(seed)
     data.augmentation.set_random_seed(seed)
-
-
-def train_one_epoch(model: nn.Module, loader, loss_fn, optimizer: torch.optim.Optimizer, device: torch.device,
-                    precision: str, grad_clip_norm: float, scaler, description: str) -> float:
-    """One pass over the training loader; returns the mean loss per image."""
-    model.train()
-    total, count = 0.0, 0
-    for images, masks, labelled in tqdm(loader, desc=description, unit="batch", leave=False, disable=None):
-        images, masks, labelled = images.to(device), masks.to(device), labelled.to(device)
-        if precision != "fp32":
-            images = images.contiguous(memory_format=torch.channels_last)
-        optimizer.zero_grad(set_to_none=True)
-        with autocast(device, precision):
-            logits = model(images)
-        loss = loss_fn(logits.float(), masks, labelled)
-        scaler.scale(loss).backward()
-        if grad_clip_norm > 0:
-            scaler.unscale_(optimizer)
-            nn.utils.clip_grad_norm_(model.parameters(), grad_clip_norm)
-        scaler.step(optimizer)
-        scaler.update()
-        total += loss.item() * len(images)
-        count += len(images)
-    return total / max(count, 1)
 
 
 def finish(params: Params, outputs: TrainOutputs, state: TrainState, trainer: Trainer) -> None:

@@ -85,7 +85,12 @@ class SumLoss(nn.Module):
 
 
 class MarginalCrossEntropy(nn.Module):
-    """Mean over non-ignored pixels; equals `F.cross_entropy(logits, target, ignore_index=255)` when all is labelled."""
+    """Mean over non-ignored pixels, weighted like torch's cross-entropy when class weights are given; equals
+    `F.cross_entropy(logits, target, weight, ignore_index=255)` when every image is fully labelled."""
+
+    def __init__(self, weight: torch.Tensor | None = None):
+        super().__init__()
+        self.register_buffer("weight", weight)
 
     def forward(self, logits: torch.Tensor, target: torch.Tensor, labelled: torch.Tensor | None = None) -> torch.Tensor:
         if labelled is None:
@@ -95,7 +100,7 @@ class MarginalCrossEntropy(nn.Module):
         background = log_probs.masked_fill(~merged, float("-inf")).logsumexp(dim=1)  # exactly log p_0 if merged = {0}
         channel = torch.arange(logits.shape[1], device=logits.device)[None, :, None, None]
         marginal = torch.where(channel == BACKGROUND, background.unsqueeze(1), log_probs)
-        return F.nll_loss(marginal, target, ignore_index=IGNORE_INDEX)
+        return F.nll_loss(marginal, target, weight=self.weight, ignore_index=IGNORE_INDEX)
 
 
 def build_loss(name: str, num_classes: int, ignore_index: int = IGNORE_INDEX,
@@ -103,8 +108,6 @@ def build_loss(name: str, num_classes: int, ignore_index: int = IGNORE_INDEX,
                partial: bool = False) -> nn.Module:
     """Loss `name` (one of LOSSES); class_weights, if given, has one non-negative value per class.
     `partial` (some images labelled for some classes only) selects the marginal cross-entropy."""
-    if partial:
-        return MarginalCrossEntropy()
     if name not in LOSSES:
         raise ValueError(f"loss: unknown loss {name!r}; choose one of {', '.join(LOSSES)}")
     weight = None
@@ -115,6 +118,8 @@ def build_loss(name: str, num_classes: int, ignore_index: int = IGNORE_INDEX,
         if any(w < 0 for w in class_weights) or sum(class_weights) <= 0:
             raise ValueError(f"class_weights: expected non-negative values, not all zero; got {list(class_weights)}")
         weight = torch.tensor(class_weights, dtype=torch.float32)
+    if partial:
+        return MarginalCrossEntropy(weight)
     makers = {
         "ce": lambda: FocalLoss(weight, ignore_index, gamma=0.0),
         "dice": lambda: DiceLoss(num_classes, weight, ignore_index),

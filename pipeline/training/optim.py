@@ -1,7 +1,6 @@
-"""Optimizers and per-epoch learning-rate schedules behind one call: `scheduler.step(val_miou)` after each epoch."""
+"""Optimizers by name, and learning-rate schedules from torch.optim.lr_scheduler, stepped per iteration."""
 from __future__ import annotations
 
-import math
 from collections.abc import Iterable
 
 import torch
@@ -27,78 +26,62 @@ def build_optimizer(name: str, params: Iterable[torch.nn.Parameter], lr: float, 
     raise ValueError(f"optimizer: unknown optimizer {name!r}; choose one of {', '.join(OPTIMIZERS)}")
 
 
-class EpochScheduler:
-    """Sets the learning rate of every param group once per epoch: linear warmup, then the schedule.
+class Schedule:
+    """torch.optim.lr_scheduler schedules behind two calls the loop makes: `after_batch()` and
+    `after_epoch(val_miou)`.
 
-    lr(epoch) = base_lr * factor(epoch). Warmup epochs e < W get (e + 1) / (W + 1); after that, with
-    t = (e - W) / (epochs - W) in [0, 1): cosine 0.5 * (1 + cos(pi t)), poly (1 - t) ** poly_power,
-    none 1, plateau the current plateau scale (multiplied by plateau_factor whenever the validation
-    metric has not improved for more than plateau_patience epochs: ReduceLROnPlateau with threshold 0).
-    The lr for epoch 0 is set at construction; step() after epoch e sets it for epoch e + 1.
+    Warmup is linear over the first `warmup_epochs` worth of iterations (LinearLR), then cosine
+    (CosineAnnealingLR) or poly (PolynomialLR) decay per iteration to 0 at the last iteration, or a
+    constant lr (none). `plateau` warms up the same way and then multiplies the lr by
+    `plateau_factor` once val mIoU has not improved for more than `plateau_patience` epochs
+    (ReduceLROnPlateau, stepped per epoch).
     """
 
-    def __init__(self, optimizer: torch.optim.Optimizer, name: str, epochs: int, warmup_epochs: int = 0,
-                 poly_power: float = 0.9, plateau_patience: int = 2, plateau_factor: float = 0.5):
+    def __init__(self, optimizer: torch.optim.Optimizer, name: str, epochs: int, steps_per_epoch: int,
+                 warmup_epochs: int = 0, poly_power: float = 0.9, plateau_patience: int = 2,
+                 plateau_factor: float = 0.5):
         if name not in SCHEDULERS:
             raise ValueError(f"scheduler: unknown scheduler {name!r}; choose one of {', '.join(SCHEDULERS)}")
         if not 0 <= warmup_epochs < epochs:
             raise ValueError(f"warmup_epochs: expected 0 <= warmup_epochs < epochs ({epochs}), got {warmup_epochs}")
-        if name == "plateau" and not 0 < plateau_factor < 1:
-            raise ValueError(f"plateau_factor: expected a value in (0, 1), got {plateau_factor}")
-        self.optimizer, self.name, self.epochs, self.warmup_epochs = optimizer, name, epochs, warmup_epochs
-        self.poly_power, self.plateau_patience, self.plateau_factor = poly_power, plateau_patience, plateau_factor
-        self.base_lrs = [group["lr"] for group in optimizer.param_groups]
-        self.epoch, self.plateau_scale, self.best, self.bad_epochs = 0, 1.0, -math.inf, 0
-        self._apply()
+        self.optimizer = optimizer
+        total, warmup = epochs * steps_per_epoch, warmup_epochs * steps_per_epoch
+        lr_scheduler = torch.optim.lr_scheduler
+        decay = {"cosine": lambda: lr_scheduler.CosineAnnealingLR(optimizer, T_max=total - warmup),
+                 "poly": lambda: lr_scheduler.PolynomialLR(optimizer, total_iters=total - warmup, power=poly_power),
+                 }.get(name, lambda: lr_scheduler.ConstantLR(optimizer, factor=1.0, total_iters=0))()
+        if warmup:
+            ramp = lr_scheduler.LinearLR(optimizer, start_factor=1 / (warmup + 1), total_iters=warmup)
+            decay = lr_scheduler.SequentialLR(optimizer, [ramp, decay], milestones=[warmup])
+        self.per_iteration = decay
+        self.plateau = (lr_scheduler.ReduceLROnPlateau(optimizer, mode="max", factor=plateau_factor,
+                                                       patience=plateau_patience, threshold=0)
+                        if name == "plateau" else None)
 
-    def step(self, val_metric: float | None = None) -> None:
-        """Call once after each epoch with the validation metric (higher is better; plateau needs it)."""
-        if self.name == "plateau":
-            if val_metric is None:
-                raise ValueError("scheduler: plateau needs the validation metric: call step(val_miou)")
-            self._track(val_metric)
-        self.epoch += 1
-        self._apply()
+    def after_batch(self) -> None:
+        self.per_iteration.step()
+
+    def after_epoch(self, val_metric: float) -> None:
+        """Call once after each epoch with the validation metric (higher is better)."""
+        if self.plateau is not None:
+            self.plateau.step(val_metric)
 
     def state_dict(self) -> dict:
         """What a resumed run needs to continue the schedule exactly."""
-        return {"epoch": self.epoch, "plateau_scale": self.plateau_scale, "best": self.best,
-                "bad_epochs": self.bad_epochs}
+        return {"per_iteration": self.per_iteration.state_dict(),
+                "plateau": self.plateau.state_dict() if self.plateau is not None else None}
 
     def load_state_dict(self, state: dict) -> None:
-        self.epoch, self.plateau_scale = state["epoch"], state["plateau_scale"]
-        self.best, self.bad_epochs = state["best"], state["bad_epochs"]
-        self._apply()
+        self.per_iteration.load_state_dict(state["per_iteration"])
+        if self.plateau is not None:
+            self.plateau.load_state_dict(state["plateau"])
 
     @property
     def lr(self) -> float:
         return self.optimizer.param_groups[0]["lr"]
 
-    def factor(self, epoch: int) -> float:
-        if epoch < self.warmup_epochs:
-            return (epoch + 1) / (self.warmup_epochs + 1)
-        t = min(1.0, (epoch - self.warmup_epochs) / (self.epochs - self.warmup_epochs))
-        if self.name == "cosine":
-            return 0.5 * (1 + math.cos(math.pi * t))
-        if self.name == "poly":
-            return (1 - t) ** self.poly_power
-        return self.plateau_scale  # stays 1.0 for "none"
 
-    def _track(self, val_metric: float) -> None:
-        if val_metric > self.best:
-            self.best, self.bad_epochs = val_metric, 0
-        else:
-            self.bad_epochs += 1
-            if self.bad_epochs > self.plateau_patience:
-                self.plateau_scale *= self.plateau_factor
-                self.bad_epochs = 0
-
-    def _apply(self) -> None:
-        for group, base_lr in zip(self.optimizer.param_groups, self.base_lrs):
-            group["lr"] = base_lr * self.factor(self.epoch)
-
-
-def build_scheduler(name: str, optimizer: torch.optim.Optimizer, epochs: int, warmup_epochs: int = 0,
-                    **options) -> EpochScheduler:
+def build_scheduler(name: str, optimizer: torch.optim.Optimizer, epochs: int, steps_per_epoch: int = 1,
+                    warmup_epochs: int = 0, **options) -> Schedule:
     """Schedule `name` (one of SCHEDULERS); options: poly_power, plateau_patience, plateau_factor."""
-    return EpochScheduler(optimizer, name, epochs, warmup_epochs, **options)
+    return Schedule(optimizer, name, epochs, steps_per_epoch, warmup_epochs, **options)

@@ -91,16 +91,37 @@ def build_segmentation_model(params: Params, class_names: list[str], image_size:
     return model
 
 
-def build_training_loss(params: Params, num_classes: int, partial: bool) -> torch.nn.Module:
+def build_training_loss(params: Params, data: TrainData, num_classes: int) -> torch.nn.Module:
     recipe = params.train
-    return build_loss(recipe.loss, num_classes, IGNORE_INDEX, recipe.class_weights, recipe.focal_gamma, partial)
+    weights = recipe.class_weights
+    if weights == "balanced":
+        weights = balanced_class_weights(data.train_loader.dataset, num_classes)
+        print("class weights (balanced): " + ", ".join(f"{w:.2f}" for w in weights))
+    return build_loss(recipe.loss, num_classes, IGNORE_INDEX, weights, recipe.focal_gamma, data.partial)
 
 
-def build_optimization(params: Params, model: torch.nn.Module):
+def balanced_class_weights(dataset: SegmentationArrays, num_classes: int, limit: float = 10.0) -> list[float]:
+    """Median-frequency balancing (Eigen & Fergus, 2015): weight_c = median(f) / f_c, where f_c is class c's
+    share of the labelled pixels in the training images labelled for c, capped at `limit` so a class seen
+    in a handful of pixels cannot dominate. Thin structures (vessels, membranes) need it to be predicted."""
+    pixels, labelled_pixels = np.zeros(num_classes), np.zeros(num_classes)
+    for index in dataset.indices:
+        mask = np.asarray(dataset.masks[index])
+        counts = np.bincount(mask[mask != IGNORE_INDEX].ravel(), minlength=num_classes)[:num_classes]
+        pixels += counts
+        labelled_pixels += counts.sum() * dataset.labelled[index]
+    frequency = np.divide(pixels, labelled_pixels, out=np.zeros(num_classes), where=labelled_pixels > 0)
+    seen = frequency > 0
+    weights = np.ones(num_classes)
+    weights[seen] = np.minimum(np.median(frequency[seen]) / frequency[seen], limit)
+    return weights.round(4).tolist()
+
+
+def build_optimization(params: Params, model: torch.nn.Module, steps_per_epoch: int):
     """The optimizer over every parameter (frozen ones included: they train once unfrozen) and its schedule."""
     recipe = params.train
     optimizer = build_optimizer(recipe.optimizer, model.parameters(), recipe.lr, recipe.weight_decay, recipe.momentum)
-    scheduler = build_scheduler(recipe.scheduler, optimizer, recipe.epochs, recipe.warmup_epochs,
+    scheduler = build_scheduler(recipe.scheduler, optimizer, recipe.epochs, steps_per_epoch, recipe.warmup_epochs,
                                 poly_power=recipe.poly_power, plateau_patience=recipe.plateau_patience,
                                 plateau_factor=recipe.plateau_factor)
     return optimizer, scheduler

@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 
 from pipeline.data.imageio import BadSampleError, open_image
-from pipeline.data.interim import SPLITS, RawSample, SourceDataset
+from pipeline.data.interim import SPLITS, TEST_SPLIT, RawSample, SourceDataset
 
 VOC_CLASSES = [
     "background", "aeroplane", "bicycle", "bird", "boat", "bottle", "bus", "car", "cat", "chair", "cow",
@@ -63,10 +63,28 @@ def read_voc_layout(root: Path, classes: list[str], mask_dir: str = "Segmentatio
                     split_files: dict[str, str] | None = None) -> SourceDataset:
     """Samples of a `VOCdevkit/VOC2012`-style folder: JPEGImages, a mask folder, ImageSets/Segmentation lists."""
     root = Path(root)
-    split_files = split_files or {split: f"{split}.txt" for split in SPLITS}
+    split_files = split_files or default_split_files(root)
     samples = [sample for split, list_name in split_files.items()
                for sample in split_samples(root, split, list_name, mask_dir)]
+    check_each_id_once(samples, root / "ImageSets" / "Segmentation", split_files)
     return SourceDataset(classes=list(classes), samples=samples, decode_mask=decode_index_mask)
+
+
+def default_split_files(root: Path) -> dict[str, str]:
+    """train.txt and val.txt, and test.txt when the folder has one."""
+    splits = [*SPLITS, TEST_SPLIT] if (root / "ImageSets" / "Segmentation" / f"{TEST_SPLIT}.txt").exists() else SPLITS
+    return {split: f"{split}.txt" for split in splits}
+
+
+def check_each_id_once(samples: list[RawSample], lists_dir: Path, split_files: dict[str, str]) -> None:
+    """An id in two lists (or twice in one) would leak validation images into training, or count twice."""
+    seen: dict[str, str] = {}
+    for sample in samples:
+        if sample.id in seen:
+            first, second = lists_dir / split_files[seen[sample.id]], lists_dir / split_files[sample.split]
+            where = f"twice in {first}" if first == second else f"in both {first} and {second}"
+            raise ValueError(f"sample id {sample.id!r} is listed {where}; every image belongs to one split, once")
+        seen[sample.id] = sample.split
 
 
 def read_voc2012(root: Path, trainaug: bool) -> SourceDataset:
