@@ -33,9 +33,14 @@ def atomic_path(path: Path) -> Iterator[Path]:
 
 @contextmanager
 def atomic_dir(path: Path) -> Iterator[Path]:
-    """Yield an empty temporary directory beside `path`; it replaces `path` only if the block succeeds."""
+    """Yield an empty temporary directory beside `path`; it replaces `path` only if the block succeeds.
+
+    Temporary directories a killed earlier run left beside `path` (hundreds of MB of arrays) are removed
+    first: a stage writes one output at a time, so none of them can still be in use."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
+    for stale in path.parent.glob(f".{path.name}.*.tmp"):
+        shutil.rmtree(stale, ignore_errors=True)
     tmp = Path(tempfile.mkdtemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp"))
     tmp.chmod(0o777 & ~current_umask())
     try:

@@ -10,13 +10,15 @@ from __future__ import annotations
 import os
 import subprocess
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import mlflow
 import mlflow.pytorch
 import numpy as np
 from filelock import FileLock
-from mlflow.entities import Metric
+from mlflow.entities import Metric, RunStatus
 from mlflow.models import ModelSignature
 from mlflow.types import Schema, TensorSpec
 
@@ -87,12 +89,26 @@ def model_signature(num_classes: int) -> ModelSignature:
                           outputs=Schema([TensorSpec(np.dtype(np.float32), (-1, num_classes, -1, -1))]))
 
 
-def start_training_run(experiment_id: str, run_id: str | None, params):
-    """A new run named and tagged after the DVC experiment, or the interrupted run `run_id` to continue."""
+@contextmanager
+def training_run(experiment_id: str, run_id: str | None, params) -> Iterator[mlflow.ActiveRun]:
+    """A new run named and tagged after the DVC experiment, or the interrupted run `run_id` to continue.
+
+    It ends FINISHED, FAILED on an error, or KILLED on Ctrl-C and SIGTERM (what `dvc queue kill` and
+    schedulers send; stages/cli.py turns it into KeyboardInterrupt), never left RUNNING."""
     if run_id is not None:
-        return mlflow.start_run(run_id=run_id)
-    return mlflow.start_run(experiment_id=experiment_id, run_name=run_name(params.model, params.data.dataset),
-                            tags=run_tags(params.data.dataset, params.model))
+        run = mlflow.start_run(run_id=run_id)
+    else:
+        run = mlflow.start_run(experiment_id=experiment_id, run_name=run_name(params.model, params.data.dataset),
+                               tags=run_tags(params.data.dataset, params.model))
+    try:
+        yield run
+    except KeyboardInterrupt:
+        mlflow.end_run(RunStatus.to_string(RunStatus.KILLED))
+        raise
+    except BaseException:
+        mlflow.end_run(RunStatus.to_string(RunStatus.FAILED))
+        raise
+    mlflow.end_run(RunStatus.to_string(RunStatus.FINISHED))
 
 
 def log_epoch(row: dict) -> None:

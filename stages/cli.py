@@ -1,11 +1,21 @@
-"""What every stage script shares: the --params argument and a clean exit on bad configuration."""
+"""What every stage script shares: the --params argument, a clean exit on bad configuration, and SIGTERM
+handled like Ctrl-C (so an MLflow run killed by `dvc queue kill` or a scheduler is closed as KILLED)."""
 from __future__ import annotations
 
 import argparse
+import signal
 import sys
 from collections.abc import Callable
 
 from pipeline.config import ConfigError, Params, load_params
+
+
+def interrupt_on_sigterm() -> None:
+    """Raise KeyboardInterrupt on SIGTERM, so `finally` blocks and context managers run as on Ctrl-C."""
+    def interrupt(signum, frame):
+        raise KeyboardInterrupt(f"terminated by signal {signum}")
+
+    signal.signal(signal.SIGTERM, interrupt)
 
 
 def run_stage(description: str, stage: Callable[[Params], None]) -> None:
@@ -16,4 +26,5 @@ def run_stage(description: str, stage: Callable[[Params], None]) -> None:
         params = load_params(args.params)
     except ConfigError as error:
         sys.exit(f"error in {args.params}: {error}")
+    interrupt_on_sigterm()
     stage(params)

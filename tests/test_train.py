@@ -85,14 +85,15 @@ from pathlib import Path
 from pipeline.config import Params, parse
 from pipeline.paths import TrainOutputs
 from pipeline.training.loop import train
+from stages.cli import interrupt_on_sigterm
+interrupt_on_sigterm()
 params = parse(Params, json.loads({params!r}), "")
 train(params, Path({processed!r}), TrainOutputs(**{{k: Path(v) for k, v in json.loads({outputs!r}).items()}}))
 """
 
 
-def test_killed_training_resumes_at_the_next_epoch_in_the_same_mlflow_run(synthetic_data, tmp_path):
-    _, processed = synthetic_data
-    params = tiny_params(tmp_path, epochs=12)
+def start_training_process(tmp_path: Path, processed: Path, params: Params) -> tuple[subprocess.Popen, TrainOutputs]:
+    """The training in a child process, returned once it has saved its first epoch."""
     outs = outputs(tmp_path)
     script = TRAIN_SCRIPT.format(repo=str(REPO_ROOT), params=json.dumps(as_dict(params)),
                                  processed=str(processed),
@@ -103,6 +104,13 @@ def test_killed_training_resumes_at_the_next_epoch_in_the_same_mlflow_run(synthe
     deadline = time.time() + 120
     while not outs.state.exists() and time.time() < deadline and process.poll() is None:
         time.sleep(0.05)
+    return process, outs
+
+
+def test_killed_training_resumes_at_the_next_epoch_in_the_same_mlflow_run(synthetic_data, tmp_path):
+    _, processed = synthetic_data
+    params = tiny_params(tmp_path, epochs=12)
+    process, outs = start_training_process(tmp_path, processed, params)
     process.send_signal(signal.SIGKILL)
     process.wait()
     saved = torch.load(outs.state, weights_only=False)
@@ -116,6 +124,17 @@ def test_killed_training_resumes_at_the_next_epoch_in_the_same_mlflow_run(synthe
     assert run_history(tmp_path, saved["run_id"]) == list(range(1, 13))
     runs = mlflow.MlflowClient().search_runs([mlflow.get_experiment_by_name("tests").experiment_id])
     assert len(runs) == 1
+
+
+def test_sigterm_closes_the_mlflow_run_as_killed(synthetic_data, tmp_path):
+    _, processed = synthetic_data
+    process, outs = start_training_process(tmp_path, processed, tiny_params(tmp_path, epochs=12))
+    process.send_signal(signal.SIGTERM)
+    assert process.wait(timeout=60) != 0
+    saved = torch.load(outs.state, weights_only=False)
+    assert not saved["completed"], "training finished before it could be terminated"
+    mlflow.set_tracking_uri(f"sqlite:///{tmp_path / 'mlflow.db'}")
+    assert mlflow.MlflowClient().get_run(saved["run_id"]).info.status == "KILLED"
 
 
 def write_single_class_root(root: Path, synthetic_raw: Path) -> None:
