@@ -304,7 +304,17 @@ def as_dict(block: BaseModel) -> dict[str, Any]:
     return block.model_dump()
 
 
-def flatten(params: BaseModel) -> dict[str, Any]:
+def active(params: Params) -> dict[str, Any]:
+    """The params that shape this run: only the chosen model's block and the chosen dataset's block
+    (`models.resnet34_unet.*` says nothing about a unet run, nor the ADE20K URLs about a synthetic one)."""
+    values = as_dict(params)
+    values["models"] = {params.model: values["models"][params.model]}
+    values["data"] = {name: value for name, value in values["data"].items()
+                      if name not in DATASETS or name == params.data.dataset}
+    return values
+
+
+def flatten(params: BaseModel | dict[str, Any]) -> dict[str, Any]:
     """{'train.lr': 0.002, ...}: the form MLflow and DVC show parameters in."""
     out: dict[str, Any] = {}
 
@@ -315,7 +325,7 @@ def flatten(params: BaseModel) -> dict[str, Any]:
         else:
             out[prefix] = value
 
-    walk("", as_dict(params))
+    walk("", params if isinstance(params, dict) else as_dict(params))
     return out
 
 

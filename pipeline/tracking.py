@@ -7,7 +7,9 @@ lock, with an explicit artifact location there too.
 """
 from __future__ import annotations
 
+import hashlib
 import os
+import re
 import subprocess
 import time
 from collections.abc import Iterator
@@ -109,6 +111,40 @@ def training_run(experiment_id: str, run_id: str | None, params) -> Iterator[mlf
         mlflow.end_run(RunStatus.to_string(RunStatus.FAILED))
         raise
     mlflow.end_run(RunStatus.to_string(RunStatus.FINISHED))
+
+
+CREDENTIALS = re.compile(r"(?<=://)[^/@\s]+@|(?<=[?&])(token|key|secret|password|access_token|sig)=[^&\s]*",
+                         re.IGNORECASE)
+
+
+def redact(value):
+    """A value fit to log: `https://user:pass@host` and `?token=...` lose their secrets (also inside lists)."""
+    if isinstance(value, (list, tuple)):
+        return [redact(item) for item in value]
+    if not isinstance(value, str):
+        return value
+    return CREDENTIALS.sub(lambda m: "***@" if m.group(0).endswith("@") else f"{m.group(1)}=***", value)
+
+
+def log_run_params(flat_params: dict, resolved: dict) -> None:
+    """The active params (credentials redacted) and the values resolved at run time that change the result
+    (device, precision, threads, processes), so runs on different machines can be told apart."""
+    mlflow.log_params({name: redact(value) for name, value in {**flat_params, **resolved}.items()})
+
+
+def log_dataset(processed_dir: Path, name: str, source: str) -> None:
+    """The processed arrays as the run's training input: name, where they came from, and a digest of their bytes."""
+    from mlflow.data.dataset_source_registry import resolve_dataset_source
+    from mlflow.data.meta_dataset import MetaDataset
+
+    digest = hashlib.sha256()
+    for path in sorted(Path(processed_dir).iterdir()):
+        with open(path, "rb") as handle:
+            for block in iter(lambda: handle.read(1 << 20), b""):
+                digest.update(block)
+    location = redact(source if "://" in source else Path(source).resolve().as_uri())
+    dataset = MetaDataset(resolve_dataset_source(location), name=name, digest=digest.hexdigest()[:16])
+    mlflow.log_input(dataset, context="training")
 
 
 def log_epoch(row: dict) -> None:

@@ -15,7 +15,7 @@ from torch import nn
 from tqdm import tqdm
 
 from pipeline import tracking
-from pipeline.config import Params, as_dict, flatten
+from pipeline.config import Params, active, as_dict, flatten
 from pipeline.data.dataset import read_manifest
 from pipeline.evaluation.scoring import score_loader
 from pipeline.inference import predict_batch
@@ -118,12 +118,12 @@ def train(params: Params, processed_dir: Path, outputs: TrainOutputs) -> dict:
     recipe = params.train
     experiment_id = tracking.setup_experiment(params.mlflow)  # before init_from, which may name a model in the store
     trainer = build_trainer(params, processed_dir)
-    flat_params = flatten(params)
+    flat_params = flatten(active(params))
     state = resume_or_start(outputs.state, fingerprint(flat_params, read_manifest(processed_dir)), trainer)
     with tracking.training_run(experiment_id, state.run_id, params) as run:
         if state.run_id is None:
             state.run_id = run.info.run_id
-            log_run_params(flat_params, trainer)
+            log_run(params, flat_params, trainer, processed_dir)
         tracking.log_missing_epochs(run.info.run_id, state.history)
         for epoch in range(state.epoch + 1, recipe.epochs + 1):
             if state.epochs_without_improvement >= recipe.early_stopping_patience > 0:
@@ -142,11 +142,13 @@ def train(params: Params, processed_dir: Path, outputs: TrainOutputs) -> dict:
     return state.best
 
 
-def log_run_params(flat_params: dict, trainer: Trainer) -> None:
-    mlflow.log_params(flat_params)
-    mlflow.log_params({"model.num_parameters": count_parameters(trainer.model),
-                       "data.num_train": trainer.data.num_train, "data.num_val": trainer.data.num_val,
-                       "device": trainer.device.type, "precision": trainer.precision})
+def log_run(params: Params, flat_params: dict, trainer: Trainer, processed_dir: Path) -> None:
+    """What makes this run what it is: the active params, the values resolved on this machine, the data."""
+    tracking.log_run_params(flat_params, {
+        "model.num_parameters": count_parameters(trainer.model), "data.num_train": trainer.data.num_train,
+        "data.num_val": trainer.data.num_val, "device": trainer.device.type, "precision": trainer.precision,
+        "num_threads": torch.get_num_threads(), "num_processes": 1})
+    tracking.log_dataset(processed_dir, params.data.dataset, params.data.root or str(processed_dir))
 
 
 def to_device(model: nn.Module, device: torch.device, precision: str) -> nn.Module:
