@@ -81,8 +81,8 @@ class _Block(BaseModel):
 
 
 class SyntheticParams(_Block):
-    num_train: Count = 640
-    num_val: Count = 120
+    num_train: Count = 240
+    num_val: Count = 60
     seed: Int = 0
 
 
@@ -177,13 +177,13 @@ PRETRAINED_MODELS = tuple(name for name, info in ModelsParams.model_fields.items
 
 
 class TrainParams(_Block):
-    epochs: Count = 16
-    batch_size: Count = 8
-    optimizer: OptimizerName = "adam"
-    lr: PositiveFloat = 0.002
+    epochs: Count = 12
+    batch_size: Count = 4
+    optimizer: OptimizerName = "adamw"
+    lr: PositiveFloat = 0.001
     momentum: BelowOne = 0.9  # sgd only
-    weight_decay: NonNegativeFloat = 0.0
-    scheduler: SchedulerName = "plateau"
+    weight_decay: NonNegativeFloat = 0.0001
+    scheduler: SchedulerName = "poly"
     warmup_epochs: NonNegativeInt = 0  # below epochs
     poly_power: PositiveFloat = 0.9
     plateau_patience: NonNegativeInt = 2
@@ -218,12 +218,13 @@ class TrainParams(_Block):
 
 
 class AugmentParams(_Block):
-    crop_size: NonNegativeInt = 128  # train on random crops of this size (0: whole images); val sees whole images
+    crop_size: NonNegativeInt = 0  # train on random crops of this size (0: whole images); val sees whole images
+    crops_per_image: Count = 1  # random crops of each image per epoch: more steps from few large images
     hflip: Probability = 0.5
     scale_limit: BelowOne = 0.2
     rotate_limit: Annotated[Float, Field(ge=0, le=180)] = 10.0
-    affine: Probability = 0.5
-    color_jitter: Probability = 0.3
+    affine: Probability = 0.0
+    color_jitter: Probability = 0.0
 
     @field_validator("crop_size")
     @classmethod
@@ -231,6 +232,13 @@ class AugmentParams(_Block):
         if 0 < size < 16:
             raise _invalid("", f"must be 0 (whole images) or at least 16, got {size}")
         return size
+
+    @model_validator(mode="after")
+    def _several_crops_need_crops(self) -> AugmentParams:
+        if self.crops_per_image > 1 and not self.crop_size:
+            raise _invalid("crops_per_image", f"{self.crops_per_image} needs {{0}} > 0 (whole images are all alike)",
+                           "crop_size")
+        return self
 
 
 class EvaluateParams(_Block):
@@ -259,7 +267,7 @@ class Params(_Block):
     plot: PlotParams = Field(default_factory=PlotParams)
     mlflow: MlflowParams = Field(default_factory=MlflowParams)
 
-    def model_params(self) -> UNetParams | ResNet34UNetParams | MultiScaleUNetParams:
+    def model_params(self) -> UNetParams | ResNet34UNetParams | MultiScaleUNetParams | SmpParams:
         """The block `models.<model>` that configures the chosen architecture."""
         return getattr(self.models, self.model)
 

@@ -12,6 +12,7 @@ import os
 import re
 import subprocess
 import time
+import warnings
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -143,7 +144,10 @@ def log_dataset(processed_dir: Path, name: str, source: str) -> None:
             for block in iter(lambda: handle.read(1 << 20), b""):
                 digest.update(block)
     location = redact(source if "://" in source else Path(source).resolve().as_uri())
-    dataset = MetaDataset(resolve_dataset_source(location), name=name, digest=digest.hexdigest()[:16])
+    with warnings.catch_warnings():  # a file URI matches two of MLflow's equivalent local source types
+        warnings.simplefilter("ignore", UserWarning)
+        source_object = resolve_dataset_source(location)
+    dataset = MetaDataset(source_object, name=name, digest=digest.hexdigest()[:16])
     mlflow.log_input(dataset, context="training")
 
 

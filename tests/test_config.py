@@ -155,7 +155,8 @@ def test_out_of_range_values_name_the_key_and_the_bound(raw, message):
 
 @pytest.mark.parametrize("raw, message", [
     ({"augment": {"crop_size": 300}}, "augment.crop_size: 300 is larger than data.image_size (256)"),
-    ({"data": {"image_size": 64}}, "augment.crop_size: 128 is larger than data.image_size (64)"),
+    ({"data": {"image_size": 64}, "augment": {"crop_size": 128}},
+     "augment.crop_size: 128 is larger than data.image_size (64)"),
     ({"train": {"epochs": 4, "warmup_epochs": 4}}, "train.warmup_epochs: 4 must be less than train.epochs (4)"),
     ({"train": {"freeze_encoder_epochs": 2}},
      "train.freeze_encoder_epochs: 2 needs a model with a pretrained encoder (resnet34_unet, smp), got model: unet"),
@@ -208,7 +209,7 @@ def test_params_are_frozen_and_dump_to_plain_data():
     assert as_dict(params.models.resnet34_unet)["decoder_channels"] == (256, 128, 64, 32, 16)
     assert as_dict(params.models.multiscale_unet)["scales"] == (256, 128, 64)
     assert as_dict(params)["evaluate"] == {"batch_size": 8, "device": "auto", "tta_hflip": False, "tta_scales": [1.0]}
-    assert flatten(params)["train.lr"] == 0.002 and flatten(params)["models.unet.base_channels"] == 8
+    assert flatten(params)["train.lr"] == 0.001 and flatten(params)["models.unet.base_channels"] == 8
 
 
 def test_the_names_other_modules_import_come_from_the_literals():
@@ -218,3 +219,9 @@ def test_the_names_other_modules_import_come_from_the_literals():
     assert typing.get_args(SchedulerName) == ("plateau", "cosine", "poly", "none")
     assert typing.get_args(LossName) == ("ce", "dice", "focal", "ce+dice")
     assert set(typing.get_args(DeviceName)) == {"auto", "cpu", "cuda", "mps"}
+
+
+def test_several_crops_per_image_need_a_crop_size():
+    with pytest.raises(ConfigError, match=r"augment.crops_per_image: 4 needs augment.crop_size > 0"):
+        parse(Params, {"augment": {"crops_per_image": 4}}, "")
+    assert parse(Params, {"augment": {"crops_per_image": 4, "crop_size": 64}}, "").augment.crops_per_image == 4

@@ -45,9 +45,12 @@ def subset_indices(size: int, limit: int | None, seed: int) -> np.ndarray | None
 
 
 def split_dataset(params: Params, processed_dir: Path, manifest: dict, split: str, transform) -> SegmentationArrays:
-    """One split, restricted to `data.subset.<split>` seeded random samples when that is set."""
-    limit = getattr(params.data.subset, split)
-    indices = subset_indices(len(manifest["splits"][split]["ids"]), limit, params.train.seed)
+    """One split, restricted to `data.subset.<split>` seeded random samples when that is set; the training
+    split lists every image `augment.crops_per_image` times (each draw is a new random crop)."""
+    size = len(manifest["splits"][split]["ids"])
+    indices = subset_indices(size, getattr(params.data.subset, split), params.train.seed)
+    if split == "train" and params.augment.crops_per_image > 1:
+        indices = np.repeat(np.arange(size) if indices is None else indices, params.augment.crops_per_image)
     return SegmentationArrays(processed_dir, split, transform, indices)
 
 
@@ -62,7 +65,8 @@ class TrainData:
 
     @property
     def num_train(self) -> int:
-        return len(self.train_loader.dataset)
+        """Images, not draws: with several crops per image an image is listed several times."""
+        return len(np.unique(self.train_loader.dataset.indices))
 
     @property
     def num_val(self) -> int:

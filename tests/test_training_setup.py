@@ -1,0 +1,45 @@
+"""What training/setup.py builds from params, on a tiny generated dataset."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from pipeline.config import Params, parse
+from pipeline.data.dataset import read_manifest
+from pipeline.data.interim import write_interim
+from pipeline.data.preprocess import preprocess
+from pipeline.data.sources import synthetic
+from pipeline.data.sources.voc import read_custom_voc
+from pipeline.training.setup import balanced_class_weights, build_data
+
+
+@pytest.fixture(scope="module")
+def processed(tmp_path_factory) -> Path:
+    root = tmp_path_factory.mktemp("data")
+    synthetic.generate(root / "raw", num_train=6, num_val=2, seed=5)
+    write_interim(read_custom_voc(root / "raw", None), root / "interim")
+    preprocess(root / "interim", root / "processed", 64)
+    return root / "processed"
+
+
+def test_several_random_crops_of_each_image_per_epoch(processed: Path):
+    params = parse(Params, {"data": {"image_size": 64}, "augment": {"crop_size": 32, "crops_per_image": 3},
+                            "train": {"batch_size": 2}}, "")
+    data = build_data(params, processed, read_manifest(processed))
+    assert len(data.train_loader.dataset) == 18 and data.num_train == 6
+    images, masks, _ = next(iter(data.train_loader))
+    assert images.shape[-2:] == (32, 32) and masks.shape[-2:] == (32, 32)
+    assert len(data.val_loader.dataset) == 2  # validation sees each whole image once
+
+
+def test_balanced_weights_favour_rare_classes(processed: Path):
+    params = parse(Params, {"data": {"image_size": 64}}, "")
+    dataset = build_data(params, processed, read_manifest(processed)).train_loader.dataset
+    weights = np.array(balanced_class_weights(dataset, len(synthetic.CLASSES)))
+    masks = np.asarray(dataset.masks)
+    counts = np.bincount(masks[masks != 255].ravel(), minlength=len(weights))
+    seen = counts > 0
+    assert weights[np.argmax(counts)] < 1 < weights[seen].max()  # background down, the rarest shape up
+    assert np.all(np.diff(weights[seen][np.argsort(counts[seen])]) <= 1e-9)  # rarer never weighs less
