@@ -26,6 +26,8 @@ from pydantic import (
 )
 from pydantic_core import PydanticCustomError
 
+from pipeline.errors import UserError
+
 DatasetName = Literal["synthetic", "voc2012", "ade20k", "voc_layout", "single_class"]
 ModelName = Literal["unet", "resnet34_unet", "multiscale_unet", "smp"]
 OptimizerName = Literal["adam", "adamw", "sgd"]
@@ -44,7 +46,7 @@ PRECISIONS = typing.get_args(PrecisionName)
 DEVICES = typing.get_args(DeviceName)
 
 
-class ConfigError(ValueError):
+class ConfigError(UserError, ValueError):
     """A parameter in params.yaml is missing, misspelt, of the wrong type or not an allowed value."""
 
 

@@ -25,6 +25,7 @@ from mlflow.entities import Metric, RunStatus
 from mlflow.models import ModelSignature
 from mlflow.types import Schema, TensorSpec
 
+from pipeline.errors import UserError
 from pipeline.repo import repo_root, resolve
 
 SQLITE_PREFIX = "sqlite:///"
@@ -32,6 +33,10 @@ SQLITE_PREFIX = "sqlite:///"
 # tell the user's setting from our own.
 USER_TRACKING_URI = os.environ.get("MLFLOW_TRACKING_URI")
 CHAMPION = "champion"
+
+
+class TrackingStoreError(UserError):
+    """The configured MLflow store cannot be opened or written (a read-only file, no server there)."""
 
 
 def resolve_tracking_uri(configured: str) -> str:
@@ -44,13 +49,19 @@ def resolve_tracking_uri(configured: str) -> str:
 
 def setup_experiment(mlflow_params) -> str:
     """Point MLflow at the project's store and return the experiment id, creating it if needed."""
-    mlflow.set_tracking_uri(resolve_tracking_uri(mlflow_params.tracking_uri))
-    with store_lock():  # two workers creating a fresh database at once crash in its migration
-        experiment = mlflow.get_experiment_by_name(mlflow_params.experiment)
-        if experiment is not None:
-            return experiment.experiment_id
-        artifacts = (repo_root() / "mlartifacts" / mlflow_params.experiment).as_uri()
-        return mlflow.create_experiment(mlflow_params.experiment, artifact_location=artifacts)
+    uri = resolve_tracking_uri(mlflow_params.tracking_uri)
+    mlflow.set_tracking_uri(uri)
+    try:
+        with store_lock():  # two workers creating a fresh database at once crash in its migration
+            experiment = mlflow.get_experiment_by_name(mlflow_params.experiment)
+            if experiment is not None:
+                return experiment.experiment_id
+            artifacts = (repo_root() / "mlartifacts" / mlflow_params.experiment).as_uri()
+            return mlflow.create_experiment(mlflow_params.experiment, artifact_location=artifacts)
+    except (mlflow.exceptions.MlflowException, OSError) as error:
+        first_line = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+        raise TrackingStoreError(f"mlflow.tracking_uri: cannot use the MLflow store {redact(uri)} "
+                                 f"({first_line})") from error
 
 
 def store_lock() -> FileLock:

@@ -1,5 +1,6 @@
-"""What every stage script shares: the --params argument, a clean exit on bad configuration, and SIGTERM
-handled like Ctrl-C (so an MLflow run killed by `dvc queue kill` or a scheduler is closed as KILLED)."""
+"""What every stage script shares: the --params argument, one line and a non-zero exit for an error that is the
+user's to fix (a bad key, a missing file; a bug keeps its traceback), and SIGTERM handled like Ctrl-C (so an
+MLflow run killed by `dvc queue kill` or a scheduler is closed as KILLED)."""
 from __future__ import annotations
 
 import argparse
@@ -8,6 +9,7 @@ import sys
 from collections.abc import Callable
 
 from pipeline.config import ConfigError, Params, load_params
+from pipeline.errors import UserError
 
 
 def interrupt_on_sigterm() -> None:
@@ -27,4 +29,7 @@ def run_stage(description: str, stage: Callable[[Params], None]) -> None:
     except ConfigError as error:
         sys.exit(f"error in {args.params}: {error}")
     interrupt_on_sigterm()
-    stage(params)
+    try:
+        stage(params)
+    except (UserError, FileNotFoundError) as error:
+        sys.exit(f"error: {error}")

@@ -8,9 +8,10 @@ from PIL import Image, ImageOps, UnidentifiedImageError
 
 from pipeline.atomic import atomic_path
 from pipeline.data.palette import flat_palette
+from pipeline.errors import UserError
 
 
-class BadSampleError(ValueError):
+class BadSampleError(UserError, ValueError):
     """An input file that cannot serve as a training sample; the message names the file."""
 
 

@@ -14,8 +14,13 @@ import torch
 from pipeline.atomic import atomic_path
 from pipeline.models.registry import build_model, rebuild_params
 from pipeline.models.segmenter import SegmentationModel
+from pipeline.errors import UserError
 
 REQUIRED_KEYS = ("architecture", "model_params", "class_names", "state_dict", "image_size")
+
+
+class CheckpointError(UserError, ValueError):
+    """A file or URI given as a model that is not one of this project's models."""
 
 
 def save_checkpoint(path: Path, model: SegmentationModel, architecture: str, model_params: dict, **extra) -> None:
@@ -33,11 +38,11 @@ def read_checkpoint(path: Path) -> dict:
     try:
         payload = torch.load(path, map_location="cpu", weights_only=True)
     except (pickle.UnpicklingError, RuntimeError, EOFError, ValueError) as error:
-        raise ValueError(f"{path}: not a checkpoint of this project (it holds more than weights and plain "
+        raise CheckpointError(f"{path}: not a checkpoint of this project (it holds more than weights and plain "
                          f"values, or is damaged); nothing in it was run") from error
     missing = [key for key in REQUIRED_KEYS if not isinstance(payload, dict) or key not in payload]
     if missing:
-        raise ValueError(f"{path}: not a checkpoint of this project (missing {', '.join(missing)})")
+        raise CheckpointError(f"{path}: not a checkpoint of this project (missing {', '.join(missing)})")
     return payload
 
 
@@ -61,7 +66,7 @@ def load_model(source: str) -> SegmentationModel:
     try:
         model = mlflow.pytorch.load_model(source, map_location="cpu")
     except Exception as error:  # MLflow raises several unrelated types for a bad URI
-        raise ValueError(f"{source}: neither a checkpoint file nor a loadable MLflow model URI ({error})") from error
+        raise CheckpointError(f"{source}: neither a checkpoint file nor a loadable MLflow model URI ({error})") from error
     if not isinstance(model, SegmentationModel):
-        raise ValueError(f"{source}: the MLflow model is not a SegmentationModel of this project")
+        raise CheckpointError(f"{source}: the MLflow model is not a SegmentationModel of this project")
     return model.eval()

@@ -20,6 +20,7 @@ import requests
 from tqdm import tqdm
 
 from pipeline.atomic import atomic_dir
+from pipeline.errors import UserError
 
 TIMEOUT = (10, 60)  # seconds to connect, seconds of silence while reading
 CHUNK = 1 << 16  # bytes per read; a dropped connection loses at most the chunk in flight
@@ -40,11 +41,11 @@ VOC2012 = ArchiveSpec("VOCtrainval_11-May-2012.tar", "6cd6e144f989b92b3379bac3b3
 ADE20K = ArchiveSpec("ADEChallengeData2016.zip", "7328b3957e407ddae1d3cbf487f149ef", "ADEChallengeData2016")
 
 
-class DownloadError(RuntimeError):
+class DownloadError(UserError, RuntimeError):
     """No URL gave a file with the expected MD5; the message says how to supply the file by hand."""
 
 
-class UnsafeArchiveError(ValueError):
+class UnsafeArchiveError(UserError, ValueError):
     """An archive member would land outside the extraction folder, or is a device file."""
 
 
