@@ -162,6 +162,20 @@ def log_dataset(processed_dir: Path, name: str, source: str) -> None:
     mlflow.log_input(dataset, context="training")
 
 
+def run_exists(run_id: str) -> bool:
+    """Whether the run is in the store and not deleted (a deleted run cannot be continued)."""
+    try:
+        return mlflow.MlflowClient().get_run(run_id).info.lifecycle_stage != "deleted"
+    except mlflow.exceptions.MlflowException:
+        return False
+
+
+def close_abandoned_run(run_id: str) -> None:
+    """Mark KILLED a run left RUNNING whose training state is being replaced by another training's."""
+    if run_exists(run_id) and mlflow.MlflowClient().get_run(run_id).info.status == "RUNNING":
+        mlflow.MlflowClient().set_terminated(run_id, RunStatus.to_string(RunStatus.KILLED))
+
+
 def log_epoch(row: dict) -> None:
     """One row of the history as metrics at step = epoch, in one call."""
     mlflow.log_metrics({name: value for name, value in row.items() if name != "epoch"}, step=row["epoch"])

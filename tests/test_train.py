@@ -185,3 +185,25 @@ def test_fine_tuning_starts_from_the_given_model_on_a_seeded_subset(synthetic_da
             assert torch.allclose(tuned["state_dict"][name], value, atol=1e-6), name
     run = mlflow.MlflowClient().get_run(tuned["mlflow_run_id"])
     assert run.data.params["data.num_train"] == "8" and run.data.params["train.init_from"] == init_from
+
+
+def test_a_replaced_state_closes_its_run_and_a_missing_run_starts_afresh(synthetic_data, tmp_path, capsys):
+    _, processed = synthetic_data
+    process, outs = start_training_process(tmp_path, processed, tiny_params(tmp_path, epochs=12))
+    process.send_signal(signal.SIGKILL)
+    process.wait()
+    abandoned = torch.load(outs.state, weights_only=False)["run_id"]
+    mlflow.set_tracking_uri(f"sqlite:///{tmp_path / 'mlflow.db'}")
+    assert mlflow.MlflowClient().get_run(abandoned).info.status == "RUNNING"  # what SIGKILL leaves
+
+    train(tiny_params(tmp_path, epochs=2), processed, outs)  # other params: a new training takes the state file
+    assert mlflow.MlflowClient().get_run(abandoned).info.status == "KILLED"
+
+    outs.state.unlink()  # so the next start is seen once it has saved its own first epoch
+    process, outs = start_training_process(tmp_path, processed, tiny_params(tmp_path, epochs=12))
+    process.send_signal(signal.SIGKILL)
+    process.wait()
+    mlflow.MlflowClient().delete_run(torch.load(outs.state, weights_only=False)["run_id"])  # or its store is gone
+    best = train(tiny_params(tmp_path, epochs=12), processed, outs)
+    assert "not in the store or was deleted; starting afresh" in capsys.readouterr().out
+    assert 0 <= best["val_miou"] <= 1 and torch.load(outs.state, weights_only=False)["completed"]

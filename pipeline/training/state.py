@@ -60,17 +60,21 @@ def fingerprint(flat_params: dict, manifest: dict) -> str:
     return hashlib.sha256(text.encode()).hexdigest()
 
 
-def load_unfinished(path: Path, expected_fingerprint: str) -> TrainState | None:
-    """The saved state of an interrupted run of this same training, or None to start afresh."""
+def read_state(path: Path) -> TrainState | None:
+    """The saved state, or None when there is none or it cannot be read (an old format, a foreign file)."""
     path = Path(path)
     if not path.exists():
         return None
     try:
-        payload = torch.load(path, map_location="cpu", weights_only=True)
-        state = TrainState(**payload)
-    except Exception as error:  # an old format or a foreign file: start afresh rather than trust it
+        return TrainState(**torch.load(path, map_location="cpu", weights_only=True))
+    except Exception as error:  # start afresh rather than trust it
         print(f"{path}: not a training state this version can resume ({type(error).__name__}); starting afresh")
         return None
-    if state.fingerprint != expected_fingerprint or state.completed:
+
+
+def load_unfinished(path: Path, expected_fingerprint: str) -> TrainState | None:
+    """The saved state of an interrupted run of this same training, or None to start afresh."""
+    state = read_state(path)
+    if state is None or state.fingerprint != expected_fingerprint or state.completed:
         return None
     return state
