@@ -35,7 +35,7 @@ from pipeline.training.setup import (
     configure_torch,
     seed_everything,
 )
-from pipeline.training.state import TrainState, fingerprint, load_unfinished, read_state
+from pipeline.training.state import TrainState, fingerprint, read_state
 
 
 @dataclass
@@ -159,10 +159,11 @@ def to_device(model: nn.Module, device: torch.device, precision: str) -> nn.Modu
 
 def resume_or_start(path: Path, identity: str, trainer: Trainer) -> TrainState:
     """The interrupted state of this same training, loaded into the model and optimizer, or a fresh one."""
-    saved = read_state(path)
-    if saved is not None and saved.fingerprint != identity and not saved.completed and saved.run_id:
-        tracking.close_abandoned_run(saved.run_id)  # its state is about to be replaced: it can never resume
-    state = load_unfinished(path, identity)
+    state = read_state(path)
+    if state is not None and not state.completed and not state.continues(identity) and state.run_id:
+        tracking.close_abandoned_run(state.run_id)  # its state is about to be replaced: it can never resume
+    if state is not None and not state.continues(identity):
+        state = None
     if state is not None and state.run_id and not tracking.run_exists(state.run_id):
         print(f"warning: {path} continues MLflow run {state.run_id}, which is not in the store or was deleted; "
               "starting afresh")

@@ -48,6 +48,10 @@ class TrainState:
             self.epochs_without_improvement += 1
         return improved
 
+    def continues(self, identity: str) -> bool:
+        """Whether this saved state is an unfinished run of the training with fingerprint `identity`."""
+        return self.fingerprint == identity and not self.completed
+
     def save(self, path: Path) -> None:
         payload = {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}  # shallow: no tensor copies
         with atomic_path(Path(path)) as tmp:
@@ -75,6 +79,4 @@ def read_state(path: Path) -> TrainState | None:
 def load_unfinished(path: Path, expected_fingerprint: str) -> TrainState | None:
     """The saved state of an interrupted run of this same training, or None to start afresh."""
     state = read_state(path)
-    if state is None or state.fingerprint != expected_fingerprint or state.completed:
-        return None
-    return state
+    return state if state is not None and state.continues(expected_fingerprint) else None
