@@ -23,9 +23,14 @@ from safetensors.torch import load_file
 from segmentation_models_pytorch.encoders import encoders as SMP_ENCODERS
 from torch import nn
 
+from pipeline.errors import UserError
 from pipeline.models.architectures.encoder_decoder import EncoderDecoder
 
 IMAGENET_FILES = ("config.json", "model.safetensors")  # what smp's get_encoder fetches; the weights come last
+
+
+class EncoderWeightsError(UserError, ValueError):
+    """`encoder_weights` names weights that cannot be had or do not fit the encoder."""
 
 
 def load_encoder_weights(network: EncoderDecoder, weights: str, key: str) -> None:
@@ -41,13 +46,13 @@ def fetch_imagenet(encoder: str, key: str) -> Path:
     """smp's ImageNet weights for `encoder`, from the Hugging Face cache (downloaded there first if missing)."""
     available = SMP_ENCODERS[encoder]["pretrained_settings"]
     if "imagenet" not in available:
-        raise ValueError(f"{key}: segmentation_models_pytorch has no imagenet weights for encoder {encoder!r} (only "
+        raise EncoderWeightsError(f"{key}: segmentation_models_pytorch has no imagenet weights for encoder {encoder!r} (only "
                          f"{', '.join(available) or 'none'}); set {key}=none or to the path of a state dict")
     repo, revision = available["imagenet"]["repo_id"], available["imagenet"]["revision"]
     try:
         path = Path([fetch(repo, revision, name) for name in IMAGENET_FILES][-1])
     except (OSError, httpx2.HTTPError) as error:  # offline and not cached, the server refused, the transfer broke
-        raise ValueError(not_available(repo, revision, key, error)) from None
+        raise EncoderWeightsError(not_available(repo, revision, key, error)) from None
     check_sha256(path, cache_folder(repo), key)
     return path
 
@@ -82,22 +87,22 @@ def check_sha256(path: Path, folder: Path, key: str) -> None:
     with blob.open("rb") as file:
         digest = hashlib.file_digest(file, "sha256").hexdigest()
     if digest != blob.name:
-        raise ValueError(f"{key}: {path} is damaged (sha256 {digest}, expected {blob.name}); delete {folder} "
+        raise EncoderWeightsError(f"{key}: {path} is damaged (sha256 {digest}, expected {blob.name}); delete {folder} "
                          f"to download it again, or set {key}=none")
 
 
 def read_state_dict(path: Path, key: str) -> dict[str, torch.Tensor]:
     """Tensors from a .safetensors file or a torch state dict; reading never runs code from the file."""
     if not path.is_file():
-        raise ValueError(f"{key}: {path} is not a file; use imagenet, none, or the path of the encoder's state dict "
+        raise EncoderWeightsError(f"{key}: {path} is not a file; use imagenet, none, or the path of the encoder's state dict "
                          "(.pth or .safetensors)")
     try:
         state = (load_file(path) if path.suffix == ".safetensors"
                  else torch.load(path, map_location="cpu", weights_only=True))
     except (SafetensorError, pickle.UnpicklingError, RuntimeError, EOFError, ValueError) as error:
-        raise ValueError(f"{key}: {path} is not a readable state dict ({error})") from None
+        raise EncoderWeightsError(f"{key}: {path} is not a readable state dict ({error})") from None
     if not isinstance(state, dict):
-        raise ValueError(f"{key}: {path} holds a {type(state).__name__}, not a state dict")
+        raise EncoderWeightsError(f"{key}: {path} holds a {type(state).__name__}, not a state dict")
     return state
 
 
@@ -110,8 +115,8 @@ def load_strict(encoder: nn.Module, state: dict[str, torch.Tensor], failure: str
         expected = set(encoder.state_dict())
         missing, unexpected = sorted(expected - set(state)), sorted(set(state) - expected)
         if not missing and not unexpected:  # same names, other shapes: torch's message lists them
-            raise ValueError(f"{failure}: {' '.join(str(error).split())}") from None
-        raise ValueError(f"{failure}: {len(missing)} missing keys {_preview(missing)}, "
+            raise EncoderWeightsError(f"{failure}: {' '.join(str(error).split())}") from None
+        raise EncoderWeightsError(f"{failure}: {len(missing)} missing keys {_preview(missing)}, "
                          f"{len(unexpected)} unexpected keys {_preview(unexpected)}") from None
 
 
