@@ -126,7 +126,8 @@ def test_offline_without_a_cache_stops_with_one_message_naming_the_cache_and_the
     result = build(tmp_path, refused_url("").rstrip("/"), weights)
     assert result.returncode != 0
     last_line = result.stderr.strip().splitlines()[-1]
-    assert last_line.startswith(f"ValueError: models.smp.encoder_weights: imagenet needs {REPO} (revision {REVISION}) "
+    assert last_line.startswith(f"pipeline.models.weights.EncoderWeightsError: models.smp.encoder_weights: "
+                                f"imagenet needs {REPO} (revision {REVISION}) "
                                 f"in the Hugging Face cache at {tmp_path / CACHE_FOLDER}, and downloading it")
     assert "Set models.smp.encoder_weights=none" in last_line and "HF_ENDPOINT" in last_line
     assert "Retrying" not in result.stderr and "During handling" not in result.stderr
