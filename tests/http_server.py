@@ -24,7 +24,29 @@ class Request:
     range: str | None
 
 
-class FileServer:
+class LoopbackServer:
+    """An HTTP server on 127.0.0.1 (a free port) serving `handler` in a thread while the `with` block runs."""
+
+    def __init__(self, handler: type[BaseHTTPRequestHandler]):
+        self._httpd = ThreadingHTTPServer(("127.0.0.1", 0), handler)
+        # a short poll interval keeps shutdown (once per test) from costing half a second
+        self._thread = threading.Thread(target=self._httpd.serve_forever, kwargs={"poll_interval": 0.02}, daemon=True)
+
+    def url(self, path: str) -> str:
+        host, port = self._httpd.server_address[:2]
+        return f"http://{host}:{port}{path}"
+
+    def __enter__(self):
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc_info) -> None:
+        self._httpd.shutdown()
+        self._httpd.server_close()
+        self._thread.join()
+
+
+class FileServer(LoopbackServer):
     """Serves `files` (URL path -> bytes) with Range support; unknown paths get 404.
 
     `honour_range = False` makes it answer every request with the whole file (200), as some
@@ -39,22 +61,7 @@ class FileServer:
         self.honour_range = True
         self.requests: list[Request] = []
         self._lock = threading.Lock()
-        self._httpd = ThreadingHTTPServer(("127.0.0.1", 0), _handler_for(self))
-        # a short poll interval keeps shutdown (once per test) from costing half a second
-        self._thread = threading.Thread(target=self._httpd.serve_forever, kwargs={"poll_interval": 0.02}, daemon=True)
-
-    def url(self, path: str) -> str:
-        host, port = self._httpd.server_address[:2]
-        return f"http://{host}:{port}{path}"
-
-    def __enter__(self) -> FileServer:
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc_info) -> None:
-        self._httpd.shutdown()
-        self._httpd.server_close()
-        self._thread.join()
+        super().__init__(_handler_for(self))
 
     def record(self, request: Request) -> None:
         with self._lock:

@@ -9,8 +9,7 @@ import json
 import os
 import subprocess
 import sys
-import threading
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from pathlib import Path
 
 import pytest
@@ -18,7 +17,7 @@ import torch
 from safetensors.torch import save
 from segmentation_models_pytorch.encoders import encoders, get_encoder
 
-from tests.http_server import refused_url
+from tests.http_server import LoopbackServer, refused_url
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 ENCODER = "mobilenet_v2"  # the smallest smp encoder with imagenet weights (2.3 M parameters)
@@ -34,7 +33,7 @@ assert served.keys() == loaded.keys() and all(torch.equal(loaded[key], value) fo
 """
 
 
-class HubServer:
+class HubServer(LoopbackServer):
     """What hf_hub_download asks of the Hub: HEAD and GET on /{repo}/resolve/{revision}/{filename}, answered with
     the commit (X-Repo-Commit), the file's sha256 as ETag (the Hub's etag of an LFS file) and its length."""
 
@@ -43,18 +42,8 @@ class HubServer:
         self.etags = {path: hashlib.sha256(data).hexdigest() for path, data in self.files.items()}
         self.etags.update({f"/{REPO}/resolve/{REVISION}/{name}": etag for name, etag in (etags or {}).items()})
         self.requests: list[tuple[str, str]] = []
-        self._httpd = ThreadingHTTPServer(("127.0.0.1", 0), _resolve_handler(self))
-        self._thread = threading.Thread(target=self._httpd.serve_forever, kwargs={"poll_interval": 0.02}, daemon=True)
-        self.endpoint = f"http://127.0.0.1:{self._httpd.server_address[1]}"
-
-    def __enter__(self) -> HubServer:
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc_info) -> None:
-        self._httpd.shutdown()
-        self._httpd.server_close()
-        self._thread.join()
+        super().__init__(_resolve_handler(self))
+        self.endpoint = self.url("")
 
 
 def _resolve_handler(server: HubServer) -> type[BaseHTTPRequestHandler]:
