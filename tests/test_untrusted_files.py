@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from pipeline.models.checkpoint import load_model, read_checkpoint
-from pipeline.training.state import load_unfinished
+from pipeline.training.state import read_state
 
 
 class Payload:
@@ -38,5 +38,5 @@ def test_a_crafted_checkpoint_is_refused_without_running_its_payload(tmp_path: P
 
 def test_a_crafted_resume_state_is_ignored_without_running_its_payload(tmp_path: Path):
     path, marker = evil_file(tmp_path, "train_state.pt")
-    assert load_unfinished(path, "any fingerprint") is None
+    assert read_state(path) is None
     assert not marker.exists()

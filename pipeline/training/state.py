@@ -74,9 +74,3 @@ def read_state(path: Path) -> TrainState | None:
     except Exception as error:  # start afresh rather than trust it
         print(f"{path}: not a training state this version can resume ({type(error).__name__}); starting afresh")
         return None
-
-
-def load_unfinished(path: Path, expected_fingerprint: str) -> TrainState | None:
-    """The saved state of an interrupted run of this same training, or None to start afresh."""
-    state = read_state(path)
-    return state if state is not None and state.continues(expected_fingerprint) else None
