@@ -14,7 +14,7 @@ import torch
 from torchmetrics.classification import MulticlassConfusionMatrix
 
 from pipeline.data.labels import BACKGROUND, IGNORE_INDEX, merged_background
-from pipeline.training.losses import FocalLoss, MarginalCrossEntropy
+from pipeline.training.losses import build_loss
 
 
 class SegmentationMetrics:
@@ -95,7 +95,7 @@ class SplitScores:
     def __init__(self, num_classes: int, partial: bool, loss_fn=None):
         self.metrics = PartialLabelIoU(num_classes) if partial else SegmentationMetrics(num_classes)
         self.partial = partial
-        self.loss_fn = loss_fn or (MarginalCrossEntropy() if partial else FocalLoss(None, IGNORE_INDEX, gamma=0.0))
+        self.loss_fn = loss_fn or build_loss("ce", num_classes, partial=partial)
         self.loss_sum, self.pixels = 0.0, 0
 
     def update(self, log_probabilities: torch.Tensor, target: torch.Tensor, labelled: torch.Tensor) -> None:
