@@ -73,6 +73,34 @@ def test_poly_steps_per_iteration_and_resumes_exactly():
     assert resumed.lr == pytest.approx(scheduler.lr) == pytest.approx(2 / 3)
 
 
+def run_epochs(scheduler, steps_per_epoch, metrics):
+    for metric in metrics:
+        for _ in range(steps_per_epoch):
+            scheduler.optimizer.step()
+            scheduler.after_batch()
+        scheduler.after_epoch(metric)
+
+
+@pytest.mark.parametrize("name, metrics", [("poly", [None] * 3), ("cosine", [None] * 3),
+                                           ("plateau", [0.5, 0.4, 0.4])])
+def test_a_schedule_resumed_with_other_steps_per_epoch_continues_after_as_many_epochs(name, metrics):
+    """A training resumed under another number of processes has another number of steps per epoch."""
+    options = {"epochs": 6, "warmup_epochs": 2, "plateau_patience": 1, "poly_power": 0.9}
+    saved = build_scheduler(name, optimizer(), steps_per_epoch=8, **options)  # 2 processes...
+    run_epochs(saved, 8, metrics)
+    uninterrupted = build_scheduler(name, optimizer(), steps_per_epoch=4, **options)  # ...or 4 from the start
+    run_epochs(uninterrupted, 4, metrics)
+    resumed = build_scheduler(name, optimizer(), steps_per_epoch=4, **options)
+    resumed.optimizer.load_state_dict(saved.optimizer.state_dict())
+    resumed.load_state_dict(saved.state_dict())
+    assert resumed.lr == pytest.approx(uninterrupted.lr)
+    if name == "plateau":
+        assert resumed.lr == pytest.approx(0.5)  # the reduction after two epochs without improvement is kept
+    for schedule in (resumed, uninterrupted):
+        run_epochs(schedule, 4, [0.3, 0.3])
+    assert resumed.lr == pytest.approx(uninterrupted.lr)
+
+
 @pytest.mark.parametrize("kwargs, message", [
     ({"name": "step"}, "unknown scheduler 'step'; choose one of plateau, cosine, poly, none"),
     ({"name": "cosine", "warmup_epochs": 3}, "warmup_epochs: expected 0 <= warmup_epochs < epochs"),

@@ -1,6 +1,7 @@
 """Optimizers by name, and learning-rate schedules from torch.optim.lr_scheduler, stepped per iteration."""
 from __future__ import annotations
 
+import warnings
 from collections.abc import Iterable
 
 import torch
@@ -45,18 +46,23 @@ class Schedule:
         if not 0 <= warmup_epochs < epochs:
             raise ValueError(f"warmup_epochs: expected 0 <= warmup_epochs < epochs ({epochs}), got {warmup_epochs}")
         self.optimizer = optimizer
-        total, warmup = epochs * steps_per_epoch, warmup_epochs * steps_per_epoch
-        lr_scheduler = torch.optim.lr_scheduler
+        self.steps_per_epoch = steps_per_epoch
+        self.build_per_iteration = lambda: self.per_iteration_schedule(name, epochs, warmup_epochs, poly_power)
+        self.per_iteration = self.build_per_iteration()
+        self.plateau = (torch.optim.lr_scheduler.ReduceLROnPlateau(optimizer, mode="max", factor=plateau_factor,
+                                                                   patience=plateau_patience, threshold=0)
+                        if name == "plateau" else None)
+
+    def per_iteration_schedule(self, name: str, epochs: int, warmup_epochs: int, poly_power: float):
+        optimizer, lr_scheduler = self.optimizer, torch.optim.lr_scheduler
+        total, warmup = epochs * self.steps_per_epoch, warmup_epochs * self.steps_per_epoch
         decay = {"cosine": lambda: lr_scheduler.CosineAnnealingLR(optimizer, T_max=total - warmup),
                  "poly": lambda: lr_scheduler.PolynomialLR(optimizer, total_iters=total - warmup, power=poly_power),
                  }.get(name, lambda: lr_scheduler.ConstantLR(optimizer, factor=1.0, total_iters=0))()
-        if warmup:
-            ramp = lr_scheduler.LinearLR(optimizer, start_factor=1 / (warmup + 1), total_iters=warmup)
-            decay = lr_scheduler.SequentialLR(optimizer, [ramp, decay], milestones=[warmup])
-        self.per_iteration = decay
-        self.plateau = (lr_scheduler.ReduceLROnPlateau(optimizer, mode="max", factor=plateau_factor,
-                                                       patience=plateau_patience, threshold=0)
-                        if name == "plateau" else None)
+        if not warmup:
+            return decay
+        ramp = lr_scheduler.LinearLR(optimizer, start_factor=1 / (warmup + 1), total_iters=warmup)
+        return lr_scheduler.SequentialLR(optimizer, [ramp, decay], milestones=[warmup])
 
     def after_batch(self) -> None:
         self.per_iteration.step()
@@ -68,13 +74,36 @@ class Schedule:
 
     def state_dict(self) -> dict:
         """What a resumed run needs to continue the schedule exactly."""
-        return {"per_iteration": self.per_iteration.state_dict(),
+        return {"per_iteration": self.per_iteration.state_dict(), "steps_per_epoch": self.steps_per_epoch,
                 "plateau": self.plateau.state_dict() if self.plateau is not None else None}
 
     def load_state_dict(self, state: dict) -> None:
-        self.per_iteration.load_state_dict(state["per_iteration"])
+        """Continue a saved schedule (after the optimizer's state is loaded). Saved with another number of steps
+        per epoch (a training resumed under another number of processes), it continues after as many epochs,
+        keeping the reductions `plateau` made."""
         if self.plateau is not None:
             self.plateau.load_state_dict(state["plateau"])
+        saved_steps = state.get("steps_per_epoch", self.steps_per_epoch)
+        if saved_steps == self.steps_per_epoch:
+            self.per_iteration.load_state_dict(state["per_iteration"])
+            return
+        epochs_done = state["per_iteration"]["last_epoch"] // saved_steps
+        saved = [group["lr"] for group in self.optimizer.param_groups]
+        scheduled_then = self.replay(epochs_done * saved_steps)
+        scheduled_now = self.replay(epochs_done * self.steps_per_epoch)
+        for group, lr, then, now in zip(self.optimizer.param_groups, saved, scheduled_then, scheduled_now):
+            group["lr"] = now * lr / then if then else now
+
+    def replay(self, iterations: int) -> list[float]:
+        """Restart the per-iteration schedule and step it `iterations` times; returns the learning rates."""
+        for group in self.optimizer.param_groups:
+            group["lr"] = group["initial_lr"]
+        self.per_iteration = self.build_per_iteration()
+        with warnings.catch_warnings():  # stepping without optimizer steps is the point here
+            warnings.simplefilter("ignore", UserWarning)
+            for _ in range(iterations):
+                self.per_iteration.step()
+        return [group["lr"] for group in self.optimizer.param_groups]
 
     @property
     def lr(self) -> float:
