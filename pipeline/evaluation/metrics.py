@@ -9,6 +9,8 @@ for c, and a prediction of an unlabelled class counts as background there (Parti
 """
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import numpy as np
 import torch
 from torchmetrics.classification import MulticlassConfusionMatrix
@@ -22,7 +24,8 @@ class SegmentationMetrics:
 
     def __init__(self, num_classes: int, ignore_index: int = IGNORE_INDEX):
         self.num_classes = num_classes
-        self.confusion = MulticlassConfusionMatrix(num_classes, ignore_index=ignore_index)
+        # no implicit sync between processes: distributed validation sums explicitly (SplitScores.compute)
+        self.confusion = MulticlassConfusionMatrix(num_classes, ignore_index=ignore_index, sync_on_compute=False)
 
     def update(self, predictions: torch.Tensor, targets: torch.Tensor) -> None:
         """predictions and targets: integer class maps of the same shape."""
@@ -110,5 +113,13 @@ class SplitScores:
         else:
             self.metrics.update(prediction, target)
 
-    def compute(self) -> dict:
-        return {**self.metrics.compute(), "loss": self.loss_sum / max(self.pixels, 1)}
+    def compute(self, total: Callable[[torch.Tensor], torch.Tensor] | None = None) -> dict:
+        """The scores; `total` sums counts over the processes that each scored a shard of the split
+        (distributed validation), so they are the whole split's scores."""
+        confusion = torch.from_numpy(self.metrics.confusion_matrix())
+        loss = torch.tensor([self.loss_sum, self.pixels], dtype=torch.float64)
+        if total is not None:
+            confusion, loss = total(confusion), total(loss)
+        confusion = confusion.numpy()
+        return {**scores_from_confusion(confusion), "confusion_matrix": confusion,
+                "loss": float(loss[0] / max(loss[1], 1))}

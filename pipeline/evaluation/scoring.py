@@ -10,10 +10,11 @@ from pipeline.inference import predict_batch
 
 
 def score_loader(model, loader, device: torch.device, num_classes: int, partial: bool, hflip: bool = False,
-                 scales: Sequence[float] = (1.0,), loss_fn=None) -> dict:
-    """Loss and scores of `model` over every batch of `loader`, with optional test-time augmentation."""
+                 scales: Sequence[float] = (1.0,), loss_fn=None, total=None) -> dict:
+    """Loss and scores of `model` over every batch of `loader`, with optional test-time augmentation.
+    `total` sums the counts over processes when each one scores a shard of the split (SplitScores.compute)."""
     scores = SplitScores(num_classes, partial, loss_fn)
     for images, masks, labelled in loader:
         log_probabilities = predict_batch(model, images.to(device), hflip=hflip, scales=scales)
         scores.update(log_probabilities, masks.to(device), labelled.to(device))
-    return scores.compute()
+    return scores.compute(total)
