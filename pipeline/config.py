@@ -21,6 +21,7 @@ from pydantic import (
     Field,
     Strict,
     ValidationError,
+    WrapValidator,
     field_validator,
     model_validator,
 )
@@ -76,6 +77,17 @@ def _invalid(field: str, detail: str, *related: str) -> PydanticCustomError:
     """An error for key `field` (relative to the model raising it; "" for the field being validated).
     `detail` may name sibling keys as {0}, {1}...: they are written out as dotted keys from `related`."""
     return PydanticCustomError("config", "{detail}", {"field": field, "detail": detail, "related": related})
+
+
+def _or_auto(expected: str) -> WrapValidator:
+    """One error for a value that is neither `expected` nor "auto" (pydantic would report each union member)."""
+    def validate(value: Any, handler: Any) -> Any:
+        try:
+            return handler(value)
+        except ValidationError:
+            raise _invalid("", f"expected {expected} or auto, got {value!r}") from None
+
+    return WrapValidator(validate)
 
 
 class _Block(BaseModel):
@@ -178,6 +190,13 @@ PRETRAINED_MODELS = tuple(name for name, info in ModelsParams.model_fields.items
                           if "encoder_weights" in info.annotation.model_fields)
 
 
+class DistributedParams(_Block):
+    """Data parallelism (pipeline/training/distributed.py): one process per device, launched through torchrun."""
+    nproc_per_node: Count = 1  # processes (devices) on this node; above 1 the train stage re-launches via torchrun
+    # auto: on for several GPUs with a small per-process batch (distributed.SMALL_BATCH)
+    sync_batchnorm: Annotated[Bool | Literal["auto"], _or_auto("true, false")] = "auto"
+
+
 class TrainParams(_Block):
     epochs: Count = 12
     batch_size: Count = 4
@@ -202,8 +221,9 @@ class TrainParams(_Block):
     device: DeviceName = "auto"
     seed: Int = 42
     deterministic: Bool = False
-    num_workers: NonNegativeInt = 0
+    num_workers: Annotated[NonNegativeInt | Literal["auto"], _or_auto("an int >= 0")] = "auto"  # 0 on a CPU, 8 per GPU
     num_threads: NonNegativeInt = 0  # 0: torch's default
+    distributed: DistributedParams = Field(default_factory=DistributedParams)
 
     @field_validator("class_weights")
     @classmethod

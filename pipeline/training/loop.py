@@ -2,10 +2,12 @@
 
 Everything comes from params.yaml: architecture, loss, optimizer, schedule, precision, augmentation.
 The training state is saved after every epoch, so a killed run continues where it stopped, in the
-same MLflow run (see state.py).
+same MLflow run (see state.py). Under torchrun the same loop runs in every process, data-parallel
+(see distributed.py).
 """
 from __future__ import annotations
 
+from contextlib import nullcontext
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -23,7 +25,7 @@ from pipeline.models.checkpoint import save_checkpoint
 from pipeline.models.registry import build_model, count_parameters, rebuild_params
 from pipeline.models.segmenter import SegmentationModel
 from pipeline.paths import TrainOutputs
-from pipeline.training import reports
+from pipeline.training import distributed, reports
 from pipeline.training.device import autocast, pick_device, pick_precision
 from pipeline.training.optim import Schedule
 from pipeline.training.setup import (
@@ -37,51 +39,61 @@ from pipeline.training.setup import (
 )
 from pipeline.training.state import TrainState, fingerprint, read_state
 
+RANK_SEED_STRIDE = 100_000  # more epochs than any training runs: no two (epoch, rank) pairs share a seed
+
 
 @dataclass
 class Trainer:
-    """Everything one epoch needs, built once from params."""
+    """Everything one epoch needs, built once from params, in each training process."""
     params: Params
     data: TrainData
-    model: SegmentationModel
+    model: SegmentationModel         # the weights: state dicts, snapshots, checkpoints, validation
+    network: nn.Module               # the same model as trained: DistributedDataParallel around it, or itself
     loss_fn: nn.Module
     optimizer: torch.optim.Optimizer
     scheduler: Schedule
     scaler: torch.amp.GradScaler
     device: torch.device
     precision: str
+    sync_batchnorm: bool
     class_names: list[str]
     image_size: int
 
     def run_epoch(self, epoch: int) -> dict:
-        """Train one epoch, score the val split, step the schedule; returns the history row."""
+        """Train one epoch, score the val split, step the schedule; returns the history row (the same in
+        every process: losses and scores are summed over the processes)."""
         recipe = self.params.train
-        reseed_epoch(recipe.seed + epoch, self.data)
+        seed = epoch_seed(recipe.seed, epoch, distributed.rank())
+        seed_everything(seed)
+        self.data.start_epoch(epoch, seed)
         if recipe.freeze_encoder_epochs:
             self.model.freeze_encoder(epoch <= recipe.freeze_encoder_epochs)
         lr = self.scheduler.lr
         train_loss = self.train_one_epoch(f"epoch {epoch}")
+        distributed.copy_buffers_from_main(self.model)
         scores = score_loader(self.model, self.data.val_loader, self.device, len(self.class_names), self.data.partial,
-                              loss_fn=self.loss_fn)
+                              loss_fn=self.loss_fn, total=distributed.sum_over_processes)
         self.scheduler.after_epoch(scores["miou"])
         row = {"epoch": epoch, "train_loss": train_loss, "val_loss": scores["loss"], "val_miou": scores["miou"],
                "val_pixel_accuracy": scores["pixel_accuracy"], "lr": lr}
-        print(f"epoch {epoch}/{recipe.epochs}: train_loss {train_loss:.4f} val_loss {row['val_loss']:.4f} "
-              f"val_miou {row['val_miou']:.4f}", flush=True)
+        if distributed.is_main():
+            print(f"epoch {epoch}/{recipe.epochs}: train_loss {train_loss:.4f} val_loss {row['val_loss']:.4f} "
+                  f"val_miou {row['val_miou']:.4f}", flush=True)
         return row
 
     def train_one_epoch(self, description: str) -> float:
-        """One pass over the training loader, the lr schedule stepped per batch; returns the mean loss per image."""
-        self.model.train()
+        """One pass over this process's share of the training split, the lr schedule stepped per batch;
+        returns the mean loss per image over all processes."""
+        self.network.train()
         total, count = 0.0, 0
         for images, masks, labelled in tqdm(self.data.train_loader, desc=description, unit="batch", leave=False,
-                                            disable=None):
-            images, masks, labelled = images.to(self.device), masks.to(self.device), labelled.to(self.device)
+                                            disable=None if distributed.is_main() else True):
+            images, masks, labelled = (part.to(self.device, non_blocking=True) for part in (images, masks, labelled))
             if self.precision != "fp32":
                 images = images.contiguous(memory_format=torch.channels_last)
             self.optimizer.zero_grad(set_to_none=True)
             with autocast(self.device, self.precision):
-                logits = self.model(images)
+                logits = self.network(images)
             loss = self.loss_fn(logits.float(), masks, labelled)
             self.scaler.scale(loss).backward()
             if self.params.train.grad_clip_norm > 0:
@@ -92,62 +104,110 @@ class Trainer:
             self.scheduler.after_batch()
             total += loss.item() * len(images)
             count += len(images)
+        total, count = distributed.sum_over_processes(torch.tensor([total, count], dtype=torch.float64)).tolist()
         return total / max(count, 1)
 
     def snapshot(self) -> torch.Tensor:
         """Predictions on the fixed progress images, for the GIF."""
         return predict_batch(self.model, self.data.progress_images.to(self.device)).argmax(1).byte().cpu()
 
+    def restore(self, state: TrainState) -> None:
+        """Continue from a saved state: weights, optimizer and schedule (the schedule remapped if the number of
+        processes, hence of steps per epoch, changed)."""
+        self.model.load_state_dict(state.model)
+        self.optimizer.load_state_dict(state.optimizer)
+        self.scheduler.load_state_dict(state.scheduler)
 
-def build_trainer(params: Params, processed_dir: Path) -> Trainer:
-    configure_torch(params.train)
-    device = pick_device(params.train.device)
-    precision = pick_precision(params.train.precision, device)
+
+def build_trainer(params: Params, processed_dir: Path, device: torch.device) -> Trainer:
+    recipe = params.train
+    precision = pick_precision(recipe.precision, device)
     manifest = read_manifest(processed_dir)
     class_names, image_size = manifest["classes"], manifest["image_size"]
-    data = build_data(params, processed_dir, manifest)
-    model = to_device(build_segmentation_model(params, class_names, image_size), device, precision)
+    data = build_data(params, processed_dir, manifest, device, distributed.rank(), distributed.world_size())
+    model = to_device(build_segmentation_model(params, class_names, image_size, distributed.is_main()), device,
+                      precision)
+    sync_batchnorm = distributed.use_sync_batchnorm(recipe.distributed.sync_batchnorm, recipe.batch_size, device)
+    network = distributed.data_parallel(model, device, sync_batchnorm,
+                                        find_unused_parameters=recipe.freeze_encoder_epochs > 0)
     optimizer, scheduler = build_optimization(params, model, len(data.train_loader))
-    return Trainer(params, data, model, build_training_loss(params, data, len(class_names)), optimizer,
+    return Trainer(params, data, model, network, build_training_loss(params, data, len(class_names)), optimizer,
                    scheduler, torch.amp.GradScaler(device.type, enabled=precision == "fp16"), device, precision,
-                   class_names, image_size)
+                   sync_batchnorm, class_names, image_size)
 
 
 def train(params: Params, processed_dir: Path, outputs: TrainOutputs) -> dict:
-    """Run (or resume) the training loop with MLflow tracking; returns the best epoch's numbers."""
-    recipe = params.train
-    experiment_id = tracking.setup_experiment(params.mlflow)  # before init_from, which may name a model in the store
-    trainer = build_trainer(params, processed_dir)
-    flat_params = flatten(active(params))
-    state = resume_or_start(outputs.state, fingerprint(flat_params, read_manifest(processed_dir)), trainer)
-    with tracking.training_run(experiment_id, state.run_id, params) as run:
-        if state.run_id is None:
-            state.run_id = run.info.run_id
-            log_run(params, flat_params, trainer, processed_dir)
-        tracking.log_missing_epochs(run.info.run_id, state.history)
-        for epoch in range(state.epoch + 1, recipe.epochs + 1):
-            if state.epochs_without_improvement >= recipe.early_stopping_patience > 0:
-                print(f"early stopping: val mIoU has not improved for {recipe.early_stopping_patience} epochs")
-                break
-            row = trainer.run_epoch(epoch)
-            state.record(row, trainer.model)
-            if epoch == 1 or epoch % recipe.progress_every == 0:
-                state.snapshots.append((epoch, trainer.snapshot()))
-            state.epoch = epoch
-            state.model, state.optimizer = trainer.model.state_dict(), trainer.optimizer.state_dict()
-            state.scheduler = trainer.scheduler.state_dict()
-            state.save(outputs.state)
-            tracking.log_epoch(row)
-        finish(params, outputs, state, trainer)
+    """Run (or resume) the training loop with MLflow tracking; returns the best epoch's numbers.
+
+    Under torchrun every process trains and validates its share; rank 0 alone writes the state, the
+    outputs and the MLflow run, and decides whether to resume."""
+    configure_torch(params.train)
+    with distributed.process_group(pick_device(params.train.device)) as device:
+        main = distributed.is_main()
+        # before init_from, which may name a model in the store
+        experiment_id = tracking.setup_experiment(params.mlflow) if main else None
+        trainer = build_trainer(params, processed_dir, device)
+        flat_params = flatten(active(params))
+        identity = fingerprint(without_launch_params(flat_params), read_manifest(processed_dir))
+        state = distributed.from_main(resume_or_start(outputs.state, identity) if main else None)
+        if state.epoch:
+            trainer.restore(state)
+        with tracking.training_run(experiment_id, state.run_id, params) if main else nullcontext() as run:
+            if main and state.run_id is None:
+                state.run_id = run.info.run_id
+                log_run(params, flat_params, trainer, processed_dir)
+            if main:
+                tracking.log_missing_epochs(run.info.run_id, state.history)
+            run_epochs(params, outputs, state, trainer)
+            if main:
+                finish(params, outputs, state, trainer)
+        distributed.barrier()  # the other processes end once rank 0 has written everything
     return state.best
+
+
+def run_epochs(params: Params, outputs: TrainOutputs, state: TrainState, trainer: Trainer) -> None:
+    """The remaining epochs. Every process keeps the same bookkeeping (the rows are the same everywhere),
+    so all of them stop early together; rank 0 saves the state and logs the epoch."""
+    recipe = params.train
+    for epoch in range(state.epoch + 1, recipe.epochs + 1):
+        if state.epochs_without_improvement >= recipe.early_stopping_patience > 0:
+            if distributed.is_main():
+                print(f"early stopping: val mIoU has not improved for {recipe.early_stopping_patience} epochs")
+            break
+        row = trainer.run_epoch(epoch)
+        state.record(row, trainer.model)
+        state.epoch = epoch
+        if not distributed.is_main():
+            continue
+        if epoch == 1 or epoch % recipe.progress_every == 0:
+            state.snapshots.append((epoch, trainer.snapshot()))
+        state.model, state.optimizer = trainer.model.state_dict(), trainer.optimizer.state_dict()
+        state.scheduler = trainer.scheduler.state_dict()
+        state.save(outputs.state)
+        tracking.log_epoch(row)
+
+
+def without_launch_params(flat_params: dict) -> dict:
+    """The params that make a training what it is, less how it is launched: a training killed under N
+    processes resumes under any number (`train.distributed.*`)."""
+    return {name: value for name, value in flat_params.items() if not name.startswith("train.distributed.")}
+
+
+def epoch_seed(seed: int, epoch: int, rank: int) -> int:
+    """The seed of one process's epoch: reproducible, different in every process (so their augmentations
+    differ), and the plain `seed + epoch` of a single-process run."""
+    return seed + epoch + RANK_SEED_STRIDE * rank
 
 
 def log_run(params: Params, flat_params: dict, trainer: Trainer, processed_dir: Path) -> None:
     """What makes this run what it is: the active params, the values resolved on this machine, the data."""
+    processes = distributed.world_size()
     tracking.log_run_params(flat_params, {
         "model.num_parameters": count_parameters(trainer.model), "data.num_train": trainer.data.num_train,
         "data.num_val": trainer.data.num_val, "device": trainer.device.type, "precision": trainer.precision,
-        "num_threads": torch.get_num_threads(), "num_processes": 1})
+        "num_threads": torch.get_num_threads(), "num_processes": processes,
+        "global_batch_size": params.train.batch_size * processes, "sync_batchnorm": trainer.sync_batchnorm,
+        "num_workers": trainer.data.train_loader.num_workers})
     tracking.log_dataset(processed_dir, params.data.dataset, params.data.root or str(processed_dir))
 
 
@@ -157,8 +217,8 @@ def to_device(model: nn.Module, device: torch.device, precision: str) -> nn.Modu
     return model.to(memory_format=torch.channels_last) if precision != "fp32" else model
 
 
-def resume_or_start(path: Path, identity: str, trainer: Trainer) -> TrainState:
-    """The interrupted state of this same training, loaded into the model and optimizer, or a fresh one."""
+def resume_or_start(path: Path, identity: str) -> TrainState:
+    """The interrupted state of this same training, or a fresh one."""
     state = read_state(path)
     if state is not None and not state.completed and not state.continues(identity) and state.run_id:
         tracking.close_abandoned_run(state.run_id)  # its state is about to be replaced: it can never resume
@@ -170,18 +230,8 @@ def resume_or_start(path: Path, identity: str, trainer: Trainer) -> TrainState:
         state = None
     if state is None:
         return TrainState(fingerprint=identity)
-    trainer.model.load_state_dict(state.model)
-    trainer.optimizer.load_state_dict(state.optimizer)
-    trainer.scheduler.load_state_dict(state.scheduler)
     print(f"resuming after epoch {state.epoch} in MLflow run {state.run_id}")
     return state
-
-
-def reseed_epoch(seed: int, data: TrainData) -> None:
-    """Every random source from (seed, epoch): a resumed epoch sees the same shuffle and augmentation."""
-    seed_everything(seed)
-    data.generator.manual_seed(seed)
-    data.augmentation.set_random_seed(seed)
 
 
 def finish(params: Params, outputs: TrainOutputs, state: TrainState, trainer: Trainer) -> None:

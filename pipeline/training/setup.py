@@ -1,13 +1,14 @@
 """Build what a training needs from params, one object per params group: data, model, loss, optimizer."""
 from __future__ import annotations
 
+import os
 import random
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import torch
-from torch.utils.data import DataLoader
+from torch.utils.data import DataLoader, DistributedSampler, Subset, get_worker_info
 
 from pipeline.config import Params, as_dict
 from pipeline.data.dataset import SegmentationArrays, build_augmentation
@@ -18,6 +19,7 @@ from pipeline.training.finetune import initial_weights, load_matching_weights
 from pipeline.training.losses import build_loss
 from pipeline.training.optim import build_optimizer, build_scheduler
 
+CPU = torch.device("cpu")
 PROGRESS_IMAGES = 4  # fixed val images whose predictions are kept for the progress GIF
 
 
@@ -33,8 +35,9 @@ def configure_torch(recipe) -> None:
     if recipe.num_threads:
         torch.set_num_threads(recipe.num_threads)
     if recipe.deterministic:
+        os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")  # deterministic cuBLAS; read when CUDA starts
         torch.use_deterministic_algorithms(True, warn_only=True)
-        torch.backends.cudnn.benchmark = False
+    torch.backends.cudnn.benchmark = not recipe.deterministic  # fixed input sizes: let cuDNN pick its fastest kernels
 
 
 def subset_indices(size: int, limit: int | None, seed: int) -> np.ndarray | None:
@@ -56,9 +59,9 @@ def split_dataset(params: Params, processed_dir: Path, manifest: dict, split: st
 
 @dataclass
 class TrainData:
-    train_loader: DataLoader
-    val_loader: DataLoader
-    generator: torch.Generator       # reseeded every epoch, so the shuffle order survives a resume
+    train_loader: DataLoader         # this process's share of the training split (DistributedSampler)
+    val_loader: DataLoader           # this process's shard of the val split, every image in exactly one shard
+    generator: torch.Generator       # reseeded every epoch: the loader workers' seeds survive a resume
     augmentation: object             # albumentations Compose, reseeded every epoch likewise
     progress_images: torch.Tensor    # (PROGRESS_IMAGES, 3, S, S)
     partial: bool                    # some images labelled for some classes only
@@ -70,27 +73,59 @@ class TrainData:
 
     @property
     def num_val(self) -> int:
-        return len(self.val_loader.dataset)
+        return len(self.val_loader.dataset.dataset)  # the whole split, not this process's shard
+
+    def start_epoch(self, epoch: int, seed: int) -> None:
+        """The epoch's shuffle (the same in every process, from train.seed and the epoch), and this process's
+        augmentation and worker seeds from `seed`."""
+        self.train_loader.sampler.set_epoch(epoch)
+        self.generator.manual_seed(seed)
+        self.augmentation.set_random_seed(seed)
 
 
-def build_data(params: Params, processed_dir: Path, manifest: dict) -> TrainData:
+def loader_workers(setting: int | str, device: torch.device) -> int:
+    """`train.num_workers`: auto = 0 on a CPU (workers would compete with the training threads for the cores),
+    else up to 8 per training process on this node, so decoding and augmentation keep a GPU busy."""
+    if setting != "auto":
+        return setting
+    if device.type == "cpu":
+        return 0
+    processes_here = int(os.environ.get("LOCAL_WORLD_SIZE", 1))
+    return max(1, min(8, (os.cpu_count() or 1) // processes_here - 1))
+
+
+def seed_worker(worker_id: int) -> None:
+    """Each training loader worker augments with its own seed (torch gives each a distinct one, derived from
+    the loader's generator), not with a copy of the same random state as its siblings."""
+    get_worker_info().dataset.transform.set_random_seed(torch.initial_seed() % 2**32)
+
+
+def build_data(params: Params, processed_dir: Path, manifest: dict, device: torch.device = CPU, rank: int = 0,
+               world_size: int = 1) -> TrainData:
+    """Loaders for process `rank` of `world_size`: its share of every epoch's shuffle of the training split
+    (DistributedSampler; with one process, the whole shuffle) and its shard of the val split."""
     recipe = params.train
     augmentation = build_augmentation(params.augment, recipe.seed)
     train_set = split_dataset(params, processed_dir, manifest, "train", augmentation)
     val_set = split_dataset(params, processed_dir, manifest, "val", None)
     generator = torch.Generator()
-    train_loader = DataLoader(train_set, batch_size=recipe.batch_size, shuffle=True, generator=generator,
-                              drop_last=len(train_set) > recipe.batch_size, num_workers=recipe.num_workers)
-    val_loader = DataLoader(val_set, batch_size=recipe.batch_size, num_workers=recipe.num_workers)
+    sampler = DistributedSampler(train_set, num_replicas=world_size, rank=rank, shuffle=True, seed=recipe.seed)
+    workers = loader_workers(recipe.num_workers, device)
+    loading = {"batch_size": recipe.batch_size, "num_workers": workers, "pin_memory": device.type == "cuda"}
+    train_loader = DataLoader(train_set, sampler=sampler, generator=generator, worker_init_fn=seed_worker,
+                              drop_last=len(sampler) > recipe.batch_size, **loading)
+    val_loader = DataLoader(Subset(val_set, range(rank, len(val_set), world_size)), **loading)
     progress_images = torch.stack([val_set[i][0] for i in range(min(PROGRESS_IMAGES, len(val_set)))])
     partial = not (train_set.labelled.all() and val_set.labelled.all())
     return TrainData(train_loader, val_loader, generator, augmentation, progress_images, partial)
 
 
-def build_segmentation_model(params: Params, class_names: list[str], image_size: int) -> SegmentationModel:
-    """The architecture `model` configured by `models.<model>`, started from `train.init_from` if set."""
+def build_segmentation_model(params: Params, class_names: list[str], image_size: int,
+                             load_initial_weights: bool = True) -> SegmentationModel:
+    """The architecture `model` configured by `models.<model>`, started from `train.init_from` if set and
+    `load_initial_weights` (only rank 0 reads them: DistributedDataParallel copies its weights to the others)."""
     model = build_model(params.model, class_names, as_dict(params.model_params()), image_size)
-    if params.train.init_from:
+    if params.train.init_from and load_initial_weights:
         load_matching_weights(model, initial_weights(params.train.init_from), params.train.init_from)
     return model
 
