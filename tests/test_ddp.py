@@ -33,7 +33,7 @@ from pipeline.data.sources.voc import read_custom_voc
 from pipeline.evaluation.scoring import score_loader
 from pipeline.models.checkpoint import load_checkpoint
 from pipeline.paths import TrainOutputs
-from pipeline.training.distributed import torchrun_command
+from pipeline.training.distributed import MULTI_NODE_SETTINGS, torchrun_command
 from pipeline.training.loop import train
 from pipeline.training.setup import build_data
 
@@ -230,7 +230,8 @@ def test_ddp_single_process_sampler_keeps_the_epoch_shuffle_of_a_plain_random_sa
 
 
 def test_ddp_launch_is_standalone_torchrun_unless_a_rendezvous_is_configured(monkeypatch):
-    monkeypatch.delenv("PET_RDZV_ENDPOINT", raising=False)
+    for name in MULTI_NODE_SETTINGS:
+        monkeypatch.delenv(name, raising=False)
     command = torchrun_command(4, "stages.train", ["--params", "p.yaml"])
     assert command[1:] == ["-m", "torch.distributed.run", "--standalone", "--nproc-per-node=4", "-m", "stages.train",
                            "--params", "p.yaml"]

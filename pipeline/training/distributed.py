@@ -8,6 +8,7 @@ under torchrun (LOCAL_RANK and WORLD_SIZE set, also by a multi-node launch) it r
 from __future__ import annotations
 
 import os
+import shlex
 import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -21,6 +22,7 @@ from torch.nn.parallel import DistributedDataParallel
 from pipeline.errors import UserError
 
 SMALL_BATCH = 16  # below this many images per process, batch-norm statistics are noisy (Wu & He 2018, fig. 1)
+MULTI_NODE_SETTINGS = ("PET_NNODES", "PET_RDZV_ENDPOINT", "PET_MASTER_ADDR")  # torchrun reads PET_<OPTION>
 Picklable = TypeVar("Picklable")
 
 
@@ -33,9 +35,10 @@ def launched_by_torchrun() -> bool:
 
 
 def torchrun_command(nproc_per_node: int, module: str, args: list[str]) -> list[str]:
-    """`torchrun --standalone` (one node) for `python -m module args`. With PET_RDZV_ENDPOINT in the environment
-    the rendezvous is left to torchrun's PET_* variables instead, so the processes can join other nodes."""
-    standalone = [] if os.environ.get("PET_RDZV_ENDPOINT") else ["--standalone"]
+    """`torchrun --standalone` (one node) for `python -m module args`. When torchrun's own environment variables
+    name a rendezvous (PET_NNODES, PET_RDZV_ENDPOINT or PET_MASTER_ADDR) it is left to them instead, so the
+    processes join those of the other nodes (README, "Scaling out")."""
+    standalone = [] if any(os.environ.get(name) for name in MULTI_NODE_SETTINGS) else ["--standalone"]
     return [sys.executable, "-m", "torch.distributed.run", *standalone, f"--nproc-per-node={nproc_per_node}",
             "-m", module, *args]
 
@@ -44,7 +47,7 @@ def relaunch_under_torchrun(nproc_per_node: int, module: str) -> NoReturn:
     """Replace this process by torchrun running `module` with the same arguments in `nproc_per_node` processes
     (it forwards SIGTERM and Ctrl-C to them, and fails as a whole when one of them fails)."""
     command = torchrun_command(nproc_per_node, module, sys.argv[1:])
-    print("launching " + " ".join(command[1:]), flush=True)
+    print("launching: python " + shlex.join(command[1:]), flush=True)
     os.execv(sys.executable, command)
 
 
