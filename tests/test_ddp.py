@@ -26,16 +26,13 @@ from torch.utils.data import DataLoader
 
 from pipeline.config import Params, load_params, parse
 from pipeline.data.dataset import SegmentationArrays, read_manifest
-from pipeline.data.interim import write_interim
-from pipeline.data.preprocess import preprocess
-from pipeline.data.sources import synthetic
-from pipeline.data.sources.voc import read_custom_voc
 from pipeline.evaluation.scoring import score_loader
 from pipeline.models.checkpoint import load_checkpoint
 from pipeline.paths import TrainOutputs
 from pipeline.training.distributed import MULTI_NODE_SETTINGS, torchrun_command
 from pipeline.training.loop import train
 from pipeline.training.setup import build_data
+from tests.synthetic_data import processed_synthetic
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 TINY = {"data": {"image_size": 64}, "models": {"unet": {"base_channels": 4, "depth": 2}},
@@ -71,11 +68,7 @@ sys.addaudithook(record)
 @pytest.fixture(scope="module")
 def processed(tmp_path_factory) -> Path:
     """16 training images (per process: 8, in 4 batches of 2), 7 val images (shards of 4 and 3)."""
-    root = tmp_path_factory.mktemp("ddp_data")
-    synthetic.generate(root / "raw", num_train=16, num_val=7, seed=3)
-    write_interim(read_custom_voc(root / "raw", None), root / "interim")
-    preprocess(root / "interim", root / "processed", 64)
-    return root / "processed"
+    return processed_synthetic(tmp_path_factory.mktemp("ddp_data"), num_train=16, num_val=7, seed=3)
 
 
 def make_project(tmp_path: Path, processed: Path) -> Path:

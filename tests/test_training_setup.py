@@ -8,20 +8,14 @@ import pytest
 
 from pipeline.config import Params, parse
 from pipeline.data.dataset import read_manifest
-from pipeline.data.interim import write_interim
-from pipeline.data.preprocess import preprocess
 from pipeline.data.sources import synthetic
-from pipeline.data.sources.voc import read_custom_voc
 from pipeline.training.setup import balanced_class_weights, build_data
+from tests.synthetic_data import processed_synthetic
 
 
 @pytest.fixture(scope="module")
 def processed(tmp_path_factory) -> Path:
-    root = tmp_path_factory.mktemp("data")
-    synthetic.generate(root / "raw", num_train=6, num_val=2, seed=5)
-    write_interim(read_custom_voc(root / "raw", None), root / "interim")
-    preprocess(root / "interim", root / "processed", 64)
-    return root / "processed"
+    return processed_synthetic(tmp_path_factory.mktemp("data"), num_train=6, num_val=2, seed=5)
 
 
 def test_several_random_crops_of_each_image_per_epoch(processed: Path):

@@ -1,0 +1,17 @@
+"""Tiny synthetic datasets for tests: generated in the VOC layout, merged and preprocessed like the real stages do."""
+from __future__ import annotations
+
+from pathlib import Path
+
+from pipeline.data.interim import write_interim
+from pipeline.data.preprocess import preprocess
+from pipeline.data.sources import synthetic
+from pipeline.data.sources.voc import read_custom_voc
+
+
+def processed_synthetic(root: Path, num_train: int, num_val: int, seed: int, image_size: int = 64) -> Path:
+    """`root/raw`, `root/interim` and `root/processed`; returns the processed folder (what training reads)."""
+    synthetic.generate(root / "raw", num_train=num_train, num_val=num_val, seed=seed)
+    write_interim(read_custom_voc(root / "raw", None), root / "interim")
+    preprocess(root / "interim", root / "processed", image_size)
+    return root / "processed"
