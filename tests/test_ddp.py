@@ -87,14 +87,16 @@ def write_params(project: Path, nproc_per_node: int) -> None:
     (project / "params.yaml").write_text(yaml.safe_dump(raw))
 
 
-def start_stage(project: Path) -> subprocess.Popen:
-    """`python -m stages.train` in the project, in its own process group (torchrun and its workers)."""
+def start_stage(project: Path, through_torchrun: bool = False) -> subprocess.Popen:
+    """`python -m stages.train` in the project (it re-launches itself through torchrun), or that torchrun
+    command itself (as on each node of a multi-node training; it skips one interpreter start)."""
     env = {name: value for name, value in os.environ.items()
            if not name.startswith(("MLFLOW_", "DVC_", "PET_")) and name not in ("RANK", "LOCAL_RANK", "WORLD_SIZE")}
     env.update(PYTHONPATH=os.pathsep.join([str(project.parent / "audit"), str(REPO_ROOT)]), OMP_NUM_THREADS="1",
                AUDIT_PROJECT=str(project), AUDIT_LOG=str(project.parent / "audit" / "writes"))
-    return subprocess.Popen([sys.executable, "-m", "stages.train"], cwd=project, env=env, text=True,
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, start_new_session=True)
+    command = torchrun_command(2, "stages.train", []) if through_torchrun else [sys.executable, "-m", "stages.train"]
+    return subprocess.Popen(command, cwd=project, env=env, text=True, stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT)
 
 
 def finish(process: subprocess.Popen) -> str:
@@ -152,7 +154,7 @@ def writes_by_rank(project: Path) -> dict[str, list[str]]:
 def test_ddp_killed_two_process_training_resumes_in_one_run_written_by_rank_0(processed, tmp_path):
     project = make_project(tmp_path, processed)
     write_params(project, nproc_per_node=2)
-    killed = kill_after_first_epoch(start_stage(project), project)
+    killed = kill_after_first_epoch(start_stage(project, through_torchrun=True), project)
     output = finish(start_stage(project))
     assert f"resuming after epoch {killed['epoch']} in MLflow run {killed['run_id']}" in output
 
@@ -185,7 +187,7 @@ def test_ddp_killed_two_process_training_resumes_in_one_run_written_by_rank_0(pr
 def test_ddp_training_killed_under_two_processes_resumes_under_one(processed, tmp_path, capsys):
     project = make_project(tmp_path, processed)
     write_params(project, nproc_per_node=2)
-    killed = kill_after_first_epoch(start_stage(project), project)
+    killed = kill_after_first_epoch(start_stage(project, through_torchrun=True), project)
     write_params(project, nproc_per_node=1)  # the process count is how it runs, not what it trains: it resumes
     train(load_params(project / "params.yaml"), project / "data" / "processed" / "synthetic",
           TrainOutputs.under(project))
