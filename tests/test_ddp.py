@@ -215,7 +215,9 @@ def test_ddp_ranks_see_disjoint_training_samples_and_val_shards_that_cover_the_s
     assert all(data.num_val == 7 and data.num_train == 16 for data in ranks)
 
 
-def test_ddp_single_process_sampler_keeps_the_epoch_shuffle_of_a_plain_random_sampler(processed):
+def test_ddp_single_process_shuffle_is_the_seeded_permutation_of_the_epoch(processed):
+    """One process is world size 1 of the same sampler: its order depends on train.seed and the epoch alone
+    (not on the loader's generator, which also seeds the loader workers)."""
     params = parse(Params, {"data": {"image_size": 64}}, "")
     data = build_data(params, processed, read_manifest(processed))
     data.start_epoch(3, seed=45)
