@@ -11,6 +11,7 @@ import pytest
 import torch
 from safetensors.torch import save_file
 
+from pipeline.errors import UserError
 from pipeline.models.checkpoint import load_model, read_checkpoint
 from pipeline.models.registry import build_model
 from pipeline.training.finetune import initial_weights
@@ -37,8 +38,8 @@ def evil_file(tmp_path: Path, name: str) -> tuple[Path, Path]:
 
 def test_a_crafted_checkpoint_is_refused_without_running_its_payload(tmp_path: Path):
     path, marker = evil_file(tmp_path, "evil.pt")
-    for load in (read_checkpoint, lambda p: load_model(str(p))):
-        with pytest.raises(ValueError, match="evil.pt: not a checkpoint of this project"):
+    for load in (read_checkpoint, lambda p: load_model(str(p)), lambda p: initial_weights(str(p))):
+        with pytest.raises(UserError, match="evil.pt: not a checkpoint of this project"):
             load(path)
     assert not marker.exists()
 
@@ -55,8 +56,8 @@ def test_an_mlflow_model_folder_in_the_pickle_format_is_refused_without_running_
     model.extra = Payload(marker)  # unpickling the logged module would call os.system
     folder = tmp_path / "mlflow-model"
     mlflow.pytorch.save_model(model, folder, serialization_format="pickle", pip_requirements=["torch"])
-    for load in (lambda source: load_model(source), initial_weights):
-        with pytest.raises(ValueError, match="mlflow-model: not an MLflow model of this project .*pickle format"):
+    for load in (lambda source: load_model(source), initial_weights):  # predict --model, train.init_from
+        with pytest.raises(UserError, match="mlflow-model: not an MLflow model of this project .*pickle format"):
             load(str(folder))
     assert not marker.exists()
     mlflow.pytorch.load_model(str(folder))  # the control: MLflow's own pickle loader does run it
@@ -86,8 +87,8 @@ def test_tampered_mlflow_artifacts_run_nothing_through_the_project_loader(tmp_pa
 
     torch.save({"state_dict": {}, "x": Payload(marker)}, logged.folder / "artifacts/model.safetensors")
     for source in (logged.registered, logged.run_model):
-        with pytest.raises(ValueError, match=f"{source}: .*not a safetensors file"):
+        with pytest.raises(UserError, match=f"{source}: .*not a safetensors file"):
             load_model(source)
-        with pytest.raises(ValueError, match=f"train.init_from: {source}: .*not a safetensors file"):
+        with pytest.raises(UserError, match=f"train.init_from: {source}: .*not a safetensors file"):
             initial_weights(source)
     assert not marker.exists()
