@@ -4,7 +4,8 @@
 
 On a VOC-layout folder it trains (a) the plain reference of benchmarks/recipe_reference.py and (b) each
 model with the recipe params.yaml gives it, through the train stage's own code (merge, preprocess and
-`pipeline.training.loop.train`, only `data.*`, `model`, `train.epochs` and `train.seed` changed), and
+`pipeline.training.loop.train`, only `data.*`, `model`, `train.epochs`, `train.seed` and any
+`--set KEY=VALUE` changed), and
 prints per epoch the val mIoU (dataset-level, 256², 255 ignored) and elapsed seconds of each, then each
 model's best mIoU and wall-clock as ratios of the reference's. Pretrained encoders are switched off
 (`encoder_weights: none`) so every model starts from scratch like the reference.
@@ -37,8 +38,10 @@ REFERENCE = "reference"
 BENCHMARKED = ("unet", "resnet34_unet", "multiscale_unet")  # the models the issue names; any of MODELS works
 
 
-def pipeline_params(model: str, root: Path, epochs: int, seed: int, tracking_uri: str) -> Params:
-    """params.yaml as `dvc exp run -S model=... -S data.dataset=voc_layout -S data.root=...` would give it."""
+def pipeline_params(model: str, root: Path, epochs: int, seed: int, tracking_uri: str,
+                    overrides: tuple[str, ...] = ()) -> Params:
+    """params.yaml as `dvc exp run -S model=... -S data.dataset=voc_layout -S data.root=... [-S overrides]`
+    would give it."""
     raw = yaml.safe_load((REPO_ROOT / "params.yaml").read_text())
     raw["model"] = model
     raw["data"].update(dataset="voc_layout", root=str(root))
@@ -46,7 +49,19 @@ def pipeline_params(model: str, root: Path, epochs: int, seed: int, tracking_uri
     raw["mlflow"] = {"tracking_uri": tracking_uri, "experiment": "recipe-benchmark"}
     if "encoder_weights" in raw["models"][model]:
         raw["models"][model]["encoder_weights"] = "none"
+    for override in overrides:
+        set_dotted(raw, override)
     return parse(Params, raw, "")
+
+
+def set_dotted(raw: dict, override: str) -> None:
+    """Apply one `-S`-style `a.b.c=value` (value read as YAML) to the raw params."""
+    key, _, value = override.partition("=")
+    *parents, leaf = key.split(".")
+    node = raw
+    for parent in parents:
+        node = node[parent]
+    node[leaf] = yaml.safe_load(value)
 
 
 def prepare(root: Path, work: Path, image_size: int) -> Path:
@@ -67,7 +82,7 @@ def epoch_rows(run_id: str) -> list[dict]:
 
 def run_pipeline_model(model: str, processed: Path, work: Path, args) -> list[dict]:
     tracking_uri = f"sqlite:///{work / 'mlflow.db'}"
-    params = pipeline_params(model, args.root, args.epochs, args.seed, tracking_uri)
+    params = pipeline_params(model, args.root, args.epochs, args.seed, tracking_uri, tuple(args.set))
     train(params, processed, TrainOutputs.under(work / model))
     return epoch_rows(mlflow.MlflowClient().search_runs(
         [mlflow.get_experiment_by_name("recipe-benchmark").experiment_id], order_by=["start_time DESC"],
@@ -109,6 +124,8 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=42)
     parser.add_argument("--only", nargs="+", choices=(REFERENCE, *MODELS), default=(REFERENCE, *BENCHMARKED))
     parser.add_argument("--results", type=Path, default=Path("recipe_results.json"))
+    parser.add_argument("--set", "-S", action="append", default=[], metavar="KEY=VALUE",
+                        help="a params override for the pipeline models, as `dvc exp run -S` (for ablations)")
     args = parser.parse_args()
     results = json.loads(args.results.read_text()) if args.results.exists() else {}
     with tempfile.TemporaryDirectory() as tmp:

@@ -64,6 +64,15 @@ def predict_batch(model: SegmentationModel, images: torch.Tensor, hflip: bool = 
         return mean.clamp_min(torch.finfo(torch.float32).tiny).log()  # no -inf: it would turn into NaN when resized
 
 
+def segment_batch(model: SegmentationModel, images: torch.Tensor) -> torch.Tensor:
+    """(B, 3, H, W) RGB floats in [0, 1] -> (B, H, W) int64 class indices at H x W, the model seeing its training
+    size as in `predict_mask` (the MLflow pyfunc's predict: a served model answers as the predict CLI does)."""
+    size = tuple(images.shape[-2:])
+    logits = predict_batch(model, _resize(images, (model.image_size, model.image_size)))
+    with torch.inference_mode():
+        return _resize(logits, size).argmax(dim=1)
+
+
 def image_to_tensor(image: np.ndarray) -> torch.Tensor:
     """HxWx3 uint8 RGB -> (1, 3, H, W) floats in [0, 1], the model's input convention."""
     if image.ndim != 3 or image.shape[2] != 3 or image.dtype != np.uint8:

@@ -44,10 +44,12 @@ class TrainOutputs:
     state: Path      # full state after the last epoch, for resuming
     history: Path    # per-epoch CSV
     metrics: Path    # best epoch's numbers, for `dvc exp show`
+    resolved: Path   # device, precision, threads, processes resolved on this machine, for `dvc metrics diff`
     progress: Path   # predictions on fixed val images after every epoch, for the progress GIF
 
     @classmethod
     def under(cls, root: Path = Path(".")) -> TrainOutputs:
         reports = root / REPORTS / "train"
         return cls(model=model_file(root), state=root / MODELS / "train_state.pt", history=reports / "history.csv",
-                   metrics=reports / "metrics.json", progress=reports / "progress.npz")
+                   metrics=reports / "metrics.json", resolved=reports / "resolved.json",
+                   progress=reports / "progress.npz")

@@ -2,11 +2,11 @@
 
     python -m pipeline.predict IMAGE_OR_FOLDER... --model MODEL --out DIR [--image-size N] [--device auto] [--hflip]
 
-MODEL is a checkpoint file (models/*.pt) or an MLflow model URI (models:/<name>@champion,
-runs:/<run id>/model). URIs are looked up in MLFLOW_TRACKING_URI if set, else in this project's
-store (params.yaml's mlflow.tracking_uri, relative to the project root), from whatever directory
-this runs in. A missing or unreadable image is reported by name and skipped; the exit code is 1 if
-any image failed.
+MODEL is a checkpoint file (models/*.pt), a downloaded MLflow model folder, or an MLflow model URI
+(models:/<name>@champion, runs:/<run id>/model); from MLflow only the model's safetensors weights
+are read. URIs are looked up in MLFLOW_TRACKING_URI if set, else in this project's store (params.yaml's
+mlflow.tracking_uri, relative to the project root), from whatever directory this runs in. A missing or
+unreadable image is reported by name and skipped; the exit code is 1 if any image failed.
 """
 from __future__ import annotations
 
@@ -66,7 +66,7 @@ def use_project_store(source: str) -> None:
 
 def open_model(source: str, device: str) -> SegmentationModel:
     """The model from a checkpoint file or MLflow URI on `device`; a bad source is a one-line user error."""
-    if not MODEL_URI.match(source) and not Path(source).is_file():  # skip MLflow's long message for a plain typo
+    if not MODEL_URI.match(source) and not Path(source).exists():  # skip MLflow's long message for a plain typo
         raise fail(f"--model {source}: no such file; neither a checkpoint file nor an MLflow model URI")
     use_project_store(source)
     try:
@@ -185,7 +185,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("images", nargs="+", type=Path, metavar="IMAGE",
                         help=f"image file, or folder whose image files ({', '.join(IMAGE_SUFFIXES)}) are all predicted")
     parser.add_argument("--model", required=True,
-                        help="checkpoint file, or MLflow URI such as models:/<name>@champion or runs:/<id>/model")
+                        help="checkpoint file, MLflow model folder, or MLflow URI such as models:/<name>@champion or "
+                             "runs:/<id>/model")
     parser.add_argument("--out", required=True, type=Path, help="output directory")
     parser.add_argument("--image-size", type=int, default=None,
                         help="side of the square the model sees (default: the size the model was trained at)")

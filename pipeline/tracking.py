@@ -11,21 +11,26 @@ import hashlib
 import os
 import re
 import subprocess
+import tempfile
 import time
 import warnings
 from collections.abc import Iterator
 from contextlib import contextmanager
+from importlib import metadata
 from pathlib import Path
 
 import mlflow
-import mlflow.pytorch
+import mlflow.pyfunc
 import numpy as np
 from filelock import FileLock
 from mlflow.entities import Metric, RunStatus
 from mlflow.models import ModelSignature
+from mlflow.models.model import ModelInfo
 from mlflow.types import Schema, TensorSpec
 
 from pipeline.errors import UserError
+from pipeline.models.checkpoint import read_checkpoint
+from pipeline.models.portable import ARTIFACT_KEY, FILE_NAME, write_portable
 from pipeline.repo import repo_root, resolve
 
 SQLITE_PREFIX = "sqlite:///"
@@ -33,6 +38,10 @@ SQLITE_PREFIX = "sqlite:///"
 # tell the user's setting from our own.
 USER_TRACKING_URI = os.environ.get("MLFLOW_TRACKING_URI")
 CHAMPION = "champion"
+MODEL_DIGEST_TAG = "model_sha256"  # the sha256 of the checkpoint file a run wrote
+PYFUNC_CODE = Path(__file__).resolve().parent / "models" / "pyfunc.py"
+MODEL_PACKAGES = ("mlflow", "torch", "torchvision", "segmentation-models-pytorch", "timm", "huggingface-hub",
+                  "safetensors", "numpy")
 
 
 class TrackingStoreError(UserError):
@@ -97,10 +106,10 @@ def run_tags(dataset: str, model: str) -> dict[str, str]:
     return tags
 
 
-def model_signature(num_classes: int) -> ModelSignature:
-    """Any batch size, height and width: RGB floats in [0, 1] -> logits."""
+def model_signature() -> ModelSignature:
+    """Any batch size, height and width: RGB floats in [0, 1] -> class indices (see models/pyfunc.py)."""
     return ModelSignature(inputs=Schema([TensorSpec(np.dtype(np.float32), (-1, 3, -1, -1))]),
-                          outputs=Schema([TensorSpec(np.dtype(np.float32), (-1, num_classes, -1, -1))]))
+                          outputs=Schema([TensorSpec(np.dtype(np.int64), (-1, -1, -1))]))
 
 
 @contextmanager
@@ -149,16 +158,12 @@ def log_dataset(processed_dir: Path, name: str, source: str) -> None:
     from mlflow.data.dataset_source_registry import resolve_dataset_source
     from mlflow.data.meta_dataset import MetaDataset
 
-    digest = hashlib.sha256()
-    for path in sorted(Path(processed_dir).iterdir()):
-        with open(path, "rb") as handle:
-            for block in iter(lambda: handle.read(1 << 20), b""):
-                digest.update(block)
+    digest = file_digest(*sorted(Path(processed_dir).iterdir()))
     location = redact(source if "://" in source else Path(source).resolve().as_uri())
     with warnings.catch_warnings():  # a file URI matches two of MLflow's equivalent local source types
         warnings.simplefilter("ignore", UserWarning)
         source_object = resolve_dataset_source(location)
-    dataset = MetaDataset(source_object, name=name, digest=digest.hexdigest()[:16])
+    dataset = MetaDataset(source_object, name=name, digest=digest[:16])
     mlflow.log_input(dataset, context="training")
 
 
@@ -189,18 +194,26 @@ def log_missing_epochs(run_id: str, history: list[dict]) -> None:
             log_epoch(row)
 
 
-def log_and_promote_model(model, name: str, val_miou: float) -> None:
-    """Log the model in pickle format (torch.export would fix the input shape to the example's),
-    register it under `name`, and move the alias `champion` to it if its val mIoU is the best so far."""
-    import torch
-    import torchvision
+def log_model(checkpoint: Path) -> ModelInfo:
+    """Log the checkpoint as a "models from code" pyfunc: the weights as safetensors, the network rebuilt from
+    the project's code, so neither MLflow nor the project unpickles anything to load it (a pickle runs code)."""
+    with tempfile.TemporaryDirectory() as tmp:
+        weights = write_portable(read_checkpoint(checkpoint), Path(tmp) / FILE_NAME)
+        return mlflow.pyfunc.log_model(
+            name="model", python_model=str(PYFUNC_CODE), artifacts={ARTIFACT_KEY: str(weights)},
+            code_paths=[str(PYFUNC_CODE.parents[1])], signature=model_signature(),
+            input_example=np.full((1, 3, 8, 8), 0.5, dtype=np.float32), pip_requirements=model_requirements())
 
-    info = mlflow.pytorch.log_model(
-        model, name="model", serialization_format="pickle", signature=model_signature(len(model.class_names)),
-        code_paths=[str(Path(__file__).resolve().parent)],
-        pip_requirements=[f"torch=={torch.__version__.split('+')[0]}",
-                          f"torchvision=={torchvision.__version__.split('+')[0]}"],
-    )
+
+def model_requirements() -> list[str]:
+    """The installed versions of what the logged code imports (inferring them costs seconds and misses some)."""
+    return [f"{name}=={metadata.version(name).split('+')[0]}" for name in MODEL_PACKAGES]
+
+
+def log_and_promote_model(checkpoint: Path, name: str, val_miou: float) -> None:
+    """Log the model (see log_model), register it under `name`, and move the alias `champion` to it if its val
+    mIoU is the best so far."""
+    info = log_model(checkpoint)
     client = mlflow.MlflowClient()
     with store_lock():  # parallel queue workers compare and move one alias
         version = mlflow.register_model(info.model_uri, name)
@@ -213,16 +226,45 @@ def log_and_promote_model(model, name: str, val_miou: float) -> None:
             client.set_registered_model_alias(name, CHAMPION, version.version)
 
 
+def file_digest(*paths: Path) -> str:
+    """sha256 of the files' bytes, in the order given."""
+    digest = hashlib.sha256()
+    for path in paths:
+        with open(path, "rb") as handle:
+            for block in iter(lambda: handle.read(1 << 20), b""):
+                digest.update(block)
+    return digest.hexdigest()
+
+
+def tag_model_file(model_file: Path) -> None:
+    """Mark the active run as the maker of this checkpoint, so later stages find the run from the file alone:
+    the run id stays out of DVC-tracked outputs, which identical runs must write byte for byte."""
+    mlflow.set_tag(MODEL_DIGEST_TAG, file_digest(model_file))
+
+
+def run_of_model(experiment_id: str, model_file: Path) -> str | None:
+    """The latest run of the experiment that wrote exactly this checkpoint (identical runs write equal bytes)."""
+    runs = mlflow.search_runs([experiment_id], filter_string=f"tags.{MODEL_DIGEST_TAG} = '{file_digest(model_file)}'",
+                              order_by=["attributes.start_time DESC"], max_results=1, output_format="list")
+    return runs[0].info.run_id if runs else None
+
+
 def run_name(model: str, dataset: str) -> str:
     """The DVC experiment's name, so MLflow and `dvc exp show` speak of the same thing; for a plain
     `dvc repro`, what was trained on what."""
     return os.environ.get("DVC_EXP_NAME") or f"repro-{model}-{dataset}"
 
 
-def attach_to_run(mlflow_params, run_id: str, metrics: dict[str, float], files: list[Path],
+def attach_to_run(mlflow_params, model_file: Path, metrics: dict[str, float], files: list[Path],
                   artifact_dir: str) -> None:
-    """Add a later stage's metrics and files to the training run they describe."""
-    setup_experiment(mlflow_params)
+    """Add a later stage's metrics and files to the training run that wrote `model_file`; without one in the
+    store (a model from a DVC remote, another store), warn and attach nothing."""
+    experiment_id = setup_experiment(mlflow_params)
+    run_id = run_of_model(experiment_id, model_file)
+    if run_id is None:
+        print(f"warning: no run in MLflow experiment {mlflow_params.experiment!r} ({redact(mlflow.get_tracking_uri())})"
+              f" wrote {model_file}; its {artifact_dir} are not attached to any run")
+        return
     client = mlflow.MlflowClient()
     now = int(time.time() * 1000)
     client.log_batch(run_id, metrics=[Metric(name, value, now, 0) for name, value in metrics.items()])

@@ -2,7 +2,6 @@
 from pipeline import paths, tracking
 from pipeline.config import Params
 from pipeline.evaluation.evaluate import evaluate
-from pipeline.models.checkpoint import read_checkpoint
 from stages.cli import run_stage
 
 
@@ -10,7 +9,7 @@ def main(params: Params) -> None:
     dataset, out_dir = params.data.dataset, paths.eval_dir()
     metrics = evaluate(paths.processed_dir(dataset), paths.interim_dir(dataset), paths.model_file(), out_dir,
                        params.evaluate)
-    tracking.attach_to_run(params.mlflow, read_checkpoint(paths.model_file())["mlflow_run_id"],
+    tracking.attach_to_run(params.mlflow, paths.model_file(),
                            {f"eval_{name}": value for name, value in metrics.items()}, sorted(out_dir.iterdir()),
                            "reports/eval")
 

@@ -1,7 +1,6 @@
 """DVC stage: draw reports/figures/ from the model and the train and evaluate reports; attach them to the MLflow run."""
 from pipeline import paths, tracking
 from pipeline.config import Params
-from pipeline.models.checkpoint import read_checkpoint
 from pipeline.reporting.figures import make_figures
 from stages.cli import run_stage
 
@@ -10,8 +9,7 @@ def main(params: Params) -> None:
     outputs = paths.TrainOutputs.under()
     figures = make_figures(paths.model_file(), paths.processed_dir(params.data.dataset), outputs.history.parent,
                            paths.eval_dir(), paths.figures_dir(), params.plot.num_samples)
-    tracking.attach_to_run(params.mlflow, read_checkpoint(paths.model_file())["mlflow_run_id"], {}, figures,
-                           "reports/figures")
+    tracking.attach_to_run(params.mlflow, paths.model_file(), {}, figures, "reports/figures")
 
 
 if __name__ == "__main__":

@@ -5,52 +5,34 @@ import sys
 from pathlib import Path
 
 import mlflow
-import mlflow.pytorch
 import numpy as np
 import pytest
 import torch
-from mlflow import MlflowClient
 from PIL import Image
 
 from pipeline import predict
 from pipeline.data.imageio import read_rgb
 from pipeline.data.palette import colorize, voc_palette
 from pipeline.inference import predict_mask
-from pipeline.models.checkpoint import load_checkpoint, save_checkpoint
-from pipeline.models.registry import build_model
+from pipeline.models.checkpoint import load_checkpoint
 from pipeline.models.segmenter import SegmentationModel
+from tests.logged_model import CLASSES, TRAINED_SIZE, log_tiny_model
 
 pytestmark = pytest.mark.slow  # trains models and runs real MLflow stores
 
 torch.set_num_threads(1)
 REPO = Path(__file__).resolve().parents[1]
-CLASSES = ["background", "circle", "square"]
-UNET_PARAMS = {"base_channels": 4, "depth": 2, "bilinear": True, "dropout": 0.0}
 REGISTERED_NAME = "tiny-unet"
-TRAINED_SIZE = 64  # the image size stored in the checkpoint, which predict uses unless told otherwise
 
 
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory):
-    """A tiny U-Net (image size 64) saved as a checkpoint and logged + registered (alias champion) in a sqlite
-    MLflow store. The store is set explicitly (an earlier set_tracking_uri in this process would win over the
-    environment); the environment variable, which the predict subprocesses read, is restored afterwards."""
-    root = tmp_path_factory.mktemp("model")
-    torch.manual_seed(0)
-    model = build_model("unet", CLASSES, UNET_PARAMS, TRAINED_SIZE).eval()
-    checkpoint = root / "model.pt"
-    save_checkpoint(checkpoint, model, "unet", UNET_PARAMS)
-    tracking_uri = f"sqlite:///{root}/mlflow.db"
+    """A tiny U-Net (image size 64) as a checkpoint and as the project logs it to MLflow (alias champion). The
+    environment variable, which the predict subprocesses read, is restored afterwards."""
     with pytest.MonkeyPatch.context() as patch:
-        patch.setenv("MLFLOW_TRACKING_URI", tracking_uri)
-        mlflow.set_tracking_uri(tracking_uri)
-        experiment = mlflow.create_experiment("predict-test", artifact_location=(root / "artifacts").as_uri())
-        with mlflow.start_run(experiment_id=experiment):
-            info = mlflow.pytorch.log_model(model, name="model", serialization_format="pickle",
-                                            code_paths=[str(REPO / "pipeline")], pip_requirements=["torch"],
-                                            registered_model_name=REGISTERED_NAME)
-        MlflowClient().set_registered_model_alias(REGISTERED_NAME, "champion", info.registered_model_version)
-        yield {"checkpoint": checkpoint, "tracking_uri": tracking_uri}
+        logged = log_tiny_model(tmp_path_factory.mktemp("model"), REGISTERED_NAME)
+        patch.setenv("MLFLOW_TRACKING_URI", logged.tracking_uri)
+        yield {"checkpoint": logged.checkpoint, "tracking_uri": logged.tracking_uri}
 
 
 def run_predict(args, tracking_uri):

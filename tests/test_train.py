@@ -18,6 +18,7 @@ import pytest
 import torch
 from PIL import Image
 
+from pipeline import tracking
 from pipeline.config import EvaluateParams, Params, as_dict, parse
 from pipeline.data.interim import write_interim
 from pipeline.data.preprocess import preprocess
@@ -46,6 +47,7 @@ def tiny_params(tmp_path: Path, **train_overrides) -> Params:
 def outputs(tmp_path: Path) -> TrainOutputs:
     return TrainOutputs(model=tmp_path / "models/model.pt", state=tmp_path / "models/train_state.pt",
                         history=tmp_path / "reports/history.csv", metrics=tmp_path / "reports/metrics.json",
+                        resolved=tmp_path / "reports/resolved.json",
                         progress=tmp_path / "reports/progress.npz")
 
 
@@ -63,6 +65,13 @@ def run_history(tmp_path: Path, run_id: str) -> list[int]:
     return [m.step for m in mlflow.MlflowClient().get_metric_history(run_id, "val_miou")]
 
 
+def run_of(model_file: Path) -> str:
+    """The run that wrote the checkpoint, found as the evaluate and plot stages find it (no run id in the file)."""
+    run_id = tracking.run_of_model(mlflow.get_experiment_by_name("tests").experiment_id, model_file)
+    assert run_id is not None, f"no run tagged with the digest of {model_file}"
+    return run_id
+
+
 def test_training_learns_and_writes_every_output(synthetic_data, tmp_path):
     _, processed = synthetic_data
     best = train(tiny_params(tmp_path, epochs=4), processed, outputs(tmp_path))
@@ -73,7 +82,12 @@ def test_training_learns_and_writes_every_output(synthetic_data, tmp_path):
     assert checkpoint["epoch"] == best["best_epoch"] == int(history["val_miou"].idxmax()) + 1
     model = load_checkpoint(tmp_path / "models/model.pt")
     assert model(torch.rand(2, 3, 50, 70)).shape == (2, 6, 50, 70)
-    assert run_history(tmp_path, checkpoint["mlflow_run_id"]) == [1, 2, 3, 4]
+    assert "mlflow_run_id" not in checkpoint
+    assert run_history(tmp_path, run_of(tmp_path / "models/model.pt")) == [1, 2, 3, 4]
+    assert json.loads((tmp_path / "reports/resolved.json").read_text()) == {
+        "device": "cpu", "precision": mlflow.get_run(run_of(tmp_path / "models/model.pt")).data.params["precision"],
+        "num_threads": torch.get_num_threads(), "num_processes": 1, "global_batch_size": 4, "sync_batchnorm": False,
+        "num_workers": 0}
     progress = np.load(tmp_path / "reports/progress.npz")
     assert list(progress["epochs"]) == [1, 2, 4] and progress["predictions"].shape[1:] == (4, 64, 64)
 
@@ -118,7 +132,8 @@ def test_killed_training_resumes_at_the_next_epoch_in_the_same_mlflow_run(synthe
 
     train(params, processed, outs)
     resumed = torch.load(outs.state, weights_only=False)
-    assert resumed["completed"] and resumed["run_id"] == saved["run_id"]
+    assert resumed["completed"] and resumed["run_id"] is None  # a finished state keeps no run id (dvc.lock md5)
+    assert run_of(outs.model) == saved["run_id"]
     assert [row["epoch"] for row in resumed["history"]] == list(range(1, 13))
     assert resumed["history"][: saved["epoch"]] == saved["history"]
     assert run_history(tmp_path, saved["run_id"]) == list(range(1, 13))
@@ -171,10 +186,11 @@ def test_fine_tuning_starts_from_the_given_model_on_a_seeded_subset(synthetic_da
     _, processed = synthetic_data
     first = tmp_path / "first"
     train(tiny_params(tmp_path, epochs=1), processed, outputs(first))
-    mlflow.set_tracking_uri("sqlite:///" + str(tmp_path / "elsewhere.db"))  # train must select the project's store
     checkpoint = torch.load(first / "models/model.pt", weights_only=False)
+    mlflow.set_tracking_uri(f"sqlite:///{tmp_path / 'mlflow.db'}")
     init_from = (str(first / "models/model.pt") if source == "checkpoint"
-                 else f"runs:/{checkpoint['mlflow_run_id']}/model")
+                 else f"runs:/{run_of(first / 'models/model.pt')}/model")
+    mlflow.set_tracking_uri("sqlite:///" + str(tmp_path / "elsewhere.db"))  # train must select the project's store
     params = tiny_params(tmp_path, epochs=1, lr=1e-12, init_from=init_from)
     subset = params.data.subset.model_copy(update={"train": 8})
     params = params.model_copy(update={"data": params.data.model_copy(update={"subset": subset})})
@@ -183,7 +199,7 @@ def test_fine_tuning_starts_from_the_given_model_on_a_seeded_subset(synthetic_da
     for name, value in checkpoint["state_dict"].items():
         if name.endswith(".weight") and value.ndim == 4:  # convolutions: unchanged at a zero learning rate
             assert torch.allclose(tuned["state_dict"][name], value, atol=1e-6), name
-    run = mlflow.MlflowClient().get_run(tuned["mlflow_run_id"])
+    run = mlflow.MlflowClient().get_run(run_of(tmp_path / "second/models/model.pt"))
     assert run.data.params["data.num_train"] == "8" and run.data.params["train.init_from"] == init_from
 
 

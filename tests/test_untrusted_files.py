@@ -1,14 +1,22 @@
-"""Checkpoints and the resume state are read with weights_only: a crafted pickle is refused and runs nothing."""
+"""Every place a model can come from (a checkpoint, the resume state, an MLflow model folder or URI) is read
+without unpickling anything: a crafted pickle planted there is refused with a clear error and runs nothing."""
 from __future__ import annotations
 
 import os
+import pickle
 from pathlib import Path
 
+import mlflow.pytorch
 import pytest
 import torch
+from safetensors.torch import save_file
 
+from pipeline.errors import UserError
 from pipeline.models.checkpoint import load_model, read_checkpoint
+from pipeline.models.registry import build_model
+from pipeline.training.finetune import initial_weights
 from pipeline.training.state import read_state
+from tests.logged_model import CLASSES, TRAINED_SIZE, UNET_PARAMS, log_tiny_model
 
 
 class Payload:
@@ -30,8 +38,8 @@ def evil_file(tmp_path: Path, name: str) -> tuple[Path, Path]:
 
 def test_a_crafted_checkpoint_is_refused_without_running_its_payload(tmp_path: Path):
     path, marker = evil_file(tmp_path, "evil.pt")
-    for load in (read_checkpoint, lambda p: load_model(str(p))):
-        with pytest.raises(ValueError, match="evil.pt: not a checkpoint of this project"):
+    for load in (read_checkpoint, lambda p: load_model(str(p)), lambda p: initial_weights(str(p))):
+        with pytest.raises(UserError, match="evil.pt: not a checkpoint of this project"):
             load(path)
     assert not marker.exists()
 
@@ -39,4 +47,48 @@ def test_a_crafted_checkpoint_is_refused_without_running_its_payload(tmp_path: P
 def test_a_crafted_resume_state_is_ignored_without_running_its_payload(tmp_path: Path):
     path, marker = evil_file(tmp_path, "train_state.pt")
     assert read_state(path) is None
+    assert not marker.exists()
+
+
+def test_an_mlflow_model_folder_in_the_pickle_format_is_refused_without_running_it(tmp_path: Path):
+    marker = tmp_path / "payload_ran"
+    model = build_model("unet", CLASSES, UNET_PARAMS, TRAINED_SIZE)
+    model.extra = Payload(marker)  # unpickling the logged module would call os.system
+    folder = tmp_path / "mlflow-model"
+    mlflow.pytorch.save_model(model, folder, serialization_format="pickle", pip_requirements=["torch"])
+    for load in (lambda source: load_model(source), initial_weights):  # predict --model, train.init_from
+        with pytest.raises(UserError, match="mlflow-model: not an MLflow model of this project .*pickle format"):
+            load(str(folder))
+    assert not marker.exists()
+    mlflow.pytorch.load_model(str(folder))  # the control: MLflow's own pickle loader does run it
+    assert marker.exists()
+
+
+def test_a_safetensors_file_without_the_project_metadata_is_refused(tmp_path: Path):
+    (tmp_path / "model/artifacts").mkdir(parents=True)
+    save_file({"weight": torch.zeros(2)}, str(tmp_path / "model/artifacts/model.safetensors"), metadata={"x": "1"})
+    with pytest.raises(ValueError, match="without this project's 'segmentation_model' metadata"):
+        load_model(str(tmp_path / "model"))
+
+
+TAMPERED_CODE = "import pathlib\npathlib.Path({marker!r}).touch()\n"
+
+
+@pytest.mark.slow  # creates an MLflow store
+def test_tampered_mlflow_artifacts_run_nothing_through_the_project_loader(tmp_path: Path):
+    """An attacker with write access to the artifact store replaces the logged code, then the weights."""
+    logged = log_tiny_model(tmp_path / "store", "tampered")
+    marker = tmp_path / "payload_ran"
+    (logged.folder / "pyfunc.py").write_text(TAMPERED_CODE.format(marker=str(marker)))
+    (logged.folder / "python_model.pkl").write_bytes(pickle.dumps(Payload(marker)))
+    for source in (logged.registered, logged.run_model):
+        assert load_model(source).class_names == CLASSES  # the weights alone: the logged code is not run
+    assert not marker.exists()
+
+    torch.save({"state_dict": {}, "x": Payload(marker)}, logged.folder / "artifacts/model.safetensors")
+    for source in (logged.registered, logged.run_model):
+        with pytest.raises(UserError, match=f"{source}: .*not a safetensors file"):
+            load_model(source)
+        with pytest.raises(UserError, match=f"train.init_from: {source}: .*not a safetensors file"):
+            initial_weights(source)
     assert not marker.exists()

@@ -1,22 +1,27 @@
 """Save and load trained models as plain state dicts plus what is needed to rebuild them.
 
 A checkpoint holds tensors and plain types only and is read with `weights_only=True`: loading a file
-someone sent you cannot run code. `load_model` is the one place that turns "a checkpoint file or an
-MLflow model URI" into a model, for predict and for fine-tuning alike.
+someone sent you cannot run code. `load_model` is the one place that turns "a checkpoint file, an MLflow
+model folder or an MLflow model URI" into a model, for predict and for fine-tuning alike; from MLflow it
+reads only the safetensors weights file (portable.py), never the pickle or the code logged beside it.
 """
 from __future__ import annotations
 
 import pickle
+import tempfile
 from pathlib import Path
 
 import torch
 
 from pipeline.atomic import atomic_path
+from pipeline.errors import UserError
+from pipeline.models.portable import IN_MLFLOW_MODEL, PortableModelError, read_portable
 from pipeline.models.registry import build_model, rebuild_params
 from pipeline.models.segmenter import SegmentationModel
-from pipeline.errors import UserError
 
 REQUIRED_KEYS = ("architecture", "model_params", "class_names", "state_dict", "image_size")
+NOT_OURS = (f"a model logged by this project has {IN_MLFLOW_MODEL.as_posix()}; models in MLflow's pickle format "
+            "are not loaded, since unpickling runs code")
 
 
 class CheckpointError(UserError, ValueError):
@@ -27,8 +32,14 @@ def save_checkpoint(path: Path, model: SegmentationModel, architecture: str, mod
     """Atomically write the weights with the architecture name, its params, the class names and image size."""
     payload = {"architecture": architecture, "model_params": model_params, "class_names": model.class_names,
                "image_size": model.image_size, "state_dict": model.state_dict(), **extra}
-    with atomic_path(Path(path)) as tmp:
-        torch.save(payload, tmp)
+    save_torch_file(payload, Path(path))
+
+
+def save_torch_file(payload: dict, path: Path) -> None:
+    """torch.save, atomically and reproducibly: given a file object, torch names the archive's inner folder
+    `archive` instead of after the random temporary file, so equal payloads give byte-equal files (DVC md5s)."""
+    with atomic_path(path) as tmp, open(tmp, "wb") as handle:
+        torch.save(payload, handle)
 
 
 def read_checkpoint(path: Path) -> dict:
@@ -48,25 +59,48 @@ def read_checkpoint(path: Path) -> dict:
 
 def load_checkpoint(path: Path) -> SegmentationModel:
     """The model stored at `path`, in eval mode on the CPU."""
-    payload = read_checkpoint(path)
+    return model_from_payload(read_checkpoint(path), path)
+
+
+def model_from_payload(payload: dict, source) -> SegmentationModel:
+    """The network rebuilt from this project's code by architecture name, with the payload's weights; eval, CPU."""
     architecture = payload["architecture"]
-    model = build_model(architecture, payload["class_names"], rebuild_params(architecture, payload["model_params"]),
-                        payload["image_size"])
-    model.load_state_dict(payload["state_dict"])
+    try:
+        model = build_model(architecture, payload["class_names"], rebuild_params(architecture, payload["model_params"]),
+                            payload["image_size"])
+        model.load_state_dict(payload["state_dict"])
+    except (TypeError, ValueError, RuntimeError) as error:  # unknown architecture or params, weights that do not fit
+        raise CheckpointError(f"{source}: its weights do not fit the {architecture!r} model it names ({error})") \
+            from error
     return model.eval()
 
 
 def load_model(source: str) -> SegmentationModel:
-    """A checkpoint if `source` is an existing file, otherwise an MLflow model URI (`runs:/<id>/model`,
-    `models:/<name>@champion`) in the store MLflow is pointed at; eval mode, CPU."""
+    """A checkpoint if `source` is an existing file, an MLflow model if it is a folder, otherwise an MLflow model
+    URI (`runs:/<id>/model`, `models:/<name>@champion`) in the store MLflow is pointed at; eval mode, CPU."""
     if Path(source).is_file():
         return load_checkpoint(Path(source))
-    import mlflow.pytorch  # slow to import: only when needed
+    if Path(source).is_dir():
+        return load_mlflow_weights(Path(source) / IN_MLFLOW_MODEL, source)
+    import mlflow.artifacts  # slow to import: only when needed
 
+    with tempfile.TemporaryDirectory() as tmp:
+        try:  # the weights file alone: the rest of the logged model is never needed
+            weights = mlflow.artifacts.download_artifacts(
+                artifact_uri=f"{source.rstrip('/')}/{IN_MLFLOW_MODEL.as_posix()}", dst_path=tmp)
+        except Exception as error:  # MLflow raises several unrelated types for a bad URI
+            raise CheckpointError(f"{source}: neither a checkpoint file nor an MLflow model of this project "
+                                  f"({NOT_OURS}; {error})") from error
+        return load_mlflow_weights(Path(weights), source)
+
+
+def load_mlflow_weights(weights: Path, source: str) -> SegmentationModel:
+    """An MLflow model logged by this project, from its safetensors weights alone: the pyfunc code logged
+    beside them is not run and nothing is unpickled."""
+    if not weights.is_file():
+        raise CheckpointError(f"{source}: not an MLflow model of this project ({NOT_OURS})")
     try:
-        model = mlflow.pytorch.load_model(source, map_location="cpu")
-    except Exception as error:  # MLflow raises several unrelated types for a bad URI
-        raise CheckpointError(f"{source}: neither a checkpoint file nor a loadable MLflow model URI ({error})") from error
-    if not isinstance(model, SegmentationModel):
-        raise CheckpointError(f"{source}: the MLflow model is not a SegmentationModel of this project")
-    return model.eval()
+        payload = read_portable(weights)
+    except PortableModelError as error:
+        raise CheckpointError(f"{source}: {error}; nothing in it was run") from error
+    return model_from_payload(payload, source)

@@ -1,16 +1,17 @@
 """Start from an earlier model (`train.init_from`): copy every tensor whose name and shape match."""
 from __future__ import annotations
 
-from pipeline.models.checkpoint import load_model
+from pipeline.models.checkpoint import CheckpointError, load_model
 from pipeline.models.segmenter import SegmentationModel
 
 
 def initial_weights(source: str) -> dict:
-    """A state dict from a checkpoint path or an MLflow model URI (`runs:/...`, `models:/name@champion`)."""
+    """A state dict from a checkpoint path or an MLflow model URI (`runs:/...`, `models:/name@champion`); a source
+    that is not one is a user error naming the key (one line from the stage, no traceback)."""
     try:
         return load_model(source).state_dict()
     except (ValueError, FileNotFoundError) as error:
-        raise ValueError(f"train.init_from: {error}") from error
+        raise CheckpointError(f"train.init_from: {error}") from error
 
 
 def load_matching_weights(model: SegmentationModel, weights: dict, source: str) -> None:

@@ -201,14 +201,19 @@ def epoch_seed(seed: int, epoch: int, rank: int) -> int:
 
 def log_run(params: Params, flat_params: dict, trainer: Trainer, processed_dir: Path) -> None:
     """What makes this run what it is: the active params, the values resolved on this machine, the data."""
-    processes = distributed.world_size()
     tracking.log_run_params(flat_params, {
         "model.num_parameters": count_parameters(trainer.model), "data.num_train": trainer.data.num_train,
-        "data.num_val": trainer.data.num_val, "device": trainer.device.type, "precision": trainer.precision,
-        "num_threads": torch.get_num_threads(), "num_processes": processes,
-        "global_batch_size": params.train.batch_size * processes, "sync_batchnorm": trainer.sync_batchnorm,
-        "num_workers": trainer.data.train_loader.num_workers})
+        "data.num_val": trainer.data.num_val, **resolved_settings(trainer)})
     tracking.log_dataset(processed_dir, params.data.dataset, params.data.root or str(processed_dir))
+
+
+def resolved_settings(trainer: Trainer) -> dict:
+    """What `auto` params, the machine and the launch decided, which changes the numbers (bf16 or fp32 alone
+    moves mIoU; the process count sets the global batch)."""
+    processes = distributed.world_size()
+    return {"device": trainer.device.type, "precision": trainer.precision, "num_threads": torch.get_num_threads(),
+            "num_processes": processes, "global_batch_size": trainer.params.train.batch_size * processes,
+            "sync_batchnorm": trainer.sync_batchnorm, "num_workers": trainer.data.train_loader.num_workers}
 
 
 def to_device(model: nn.Module, device: torch.device, precision: str) -> nn.Module:
@@ -241,14 +246,17 @@ def finish(params: Params, outputs: TrainOutputs, state: TrainState, trainer: Tr
     best_model = build_model(params.model, trainer.class_names, rebuild_params(params.model, model_params),
                              trainer.image_size)
     best_model.load_state_dict(state.best_weights)
-    save_checkpoint(outputs.model, best_model, params.model, model_params, epoch=best["best_epoch"],
-                    mlflow_run_id=state.run_id)
+    save_checkpoint(outputs.model, best_model, params.model, model_params, epoch=best["best_epoch"])
+    tracking.tag_model_file(outputs.model)  # how evaluate and plot find this run: no run id in DVC's outputs
     reports.write_history(state.history, outputs.history)
     reports.write_metrics(best, outputs.metrics)
+    reports.write_metrics(resolved_settings(trainer), outputs.resolved)
     reports.save_progress(trainer.data.progress_images, state.snapshots, outputs.progress)
     mlflow.log_metrics({name if name.startswith("best") else f"best_{name}": value for name, value in best.items()})
     mlflow.log_artifact(str(outputs.history), "reports/train")
     mlflow.log_artifact(str(outputs.metrics), "reports/train")
-    tracking.log_and_promote_model(best_model.eval(), params.mlflow.experiment, best["val_miou"])
+    mlflow.log_artifact(str(outputs.resolved), "reports/train")
+    tracking.log_and_promote_model(outputs.model, params.mlflow.experiment, best["val_miou"])
     state.completed = True
+    state.run_id = None  # only an unfinished state needs its run; without it identical runs write equal bytes
     state.save(outputs.state)

@@ -19,9 +19,10 @@ def write_history(history: list[dict], path: Path) -> None:
         pd.DataFrame(history, columns=list(HISTORY_COLUMNS)).to_csv(tmp, index=False)
 
 
-def write_metrics(best: dict, path: Path) -> None:
-    """The best epoch's numbers, numbers only (`dvc exp show` prefixes columns of mixed files)."""
-    write_text(path, json.dumps(best, indent=2) + "\n")
+def write_metrics(values: dict, path: Path) -> None:
+    """A flat DVC metrics file: the best epoch's numbers (numbers only: `dvc exp show` prefixes columns of mixed
+    files), or apart from them the settings resolved on this machine."""
+    write_text(path, json.dumps(values, indent=2) + "\n")
 
 
 def save_progress(images: torch.Tensor, snapshots: list[tuple[int, torch.Tensor]], path: Path) -> None:

@@ -17,7 +17,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from pipeline.atomic import atomic_path
+from pipeline.models.checkpoint import save_torch_file
 
 
 @dataclass
@@ -25,7 +25,7 @@ class TrainState:
     fingerprint: str
     epoch: int = 0                      # last finished epoch
     completed: bool = False
-    run_id: str | None = None           # the MLflow run a resumed training continues
+    run_id: str | None = None           # the MLflow run a resumed training continues; None once completed
     history: list[dict] = field(default_factory=list)  # one row per epoch (see reports.HISTORY_COLUMNS)
     snapshots: list[tuple[int, torch.Tensor]] = field(default_factory=list)  # (epoch, uint8 predictions)
     best: dict = field(default_factory=lambda: {"val_miou": -1.0})
@@ -54,8 +54,7 @@ class TrainState:
 
     def save(self, path: Path) -> None:
         payload = {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}  # shallow: no tensor copies
-        with atomic_path(Path(path)) as tmp:
-            torch.save(payload, tmp)
+        save_torch_file(payload, Path(path))
 
 
 def fingerprint(flat_params: dict, manifest: dict) -> str:
