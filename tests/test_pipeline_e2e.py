@@ -126,7 +126,8 @@ def test_an_identical_second_run_gives_a_byte_identical_dvc_lock(project):
     assert second_run.data.tags["model_sha256"] == first_run.data.tags["model_sha256"]
     assert "eval_miou" in second_run.data.metrics
     resolved = json.loads((root / "reports/train/resolved.json").read_text())  # a DVC metric, and in MLflow
-    assert set(resolved) == {"device", "precision", "num_threads", "num_processes"}
+    assert set(resolved) == {"device", "precision", "num_threads", "num_processes", "global_batch_size",
+                             "sync_batchnorm", "num_workers"}
     assert {name: str(value) for name, value in resolved.items()} == {name: second_run.data.params[name]
                                                                       for name in resolved}
 
