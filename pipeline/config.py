@@ -139,7 +139,7 @@ class DataParams(_Block):
 
 class UNetParams(_Block):
     base_channels: Count = 8
-    depth: Count = 4
+    depth: Count = 5
     bilinear: Bool = True
     dropout: BelowOne = 0.0
 

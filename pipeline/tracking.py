@@ -1,13 +1,15 @@
-"""MLflow: one store in the repository root, whichever copy of the repo DVC runs a stage in.
+"""MLflow: one store for every copy of the repo DVC runs a stage in, local or a team's tracking server.
 
 DVC runs `--temp` and queued experiments in a copy under `.dvc/tmp/exps/` that it deletes
 afterwards, so a relative sqlite path would silently lose those runs. Relative paths are resolved
 against `DVC_ROOT` (the real repository root) and the experiment is created once, under a file
-lock, with an explicit artifact location there too.
+lock, with an explicit artifact location there too. A tracking server (`http(s)://`, selected with
+MLFLOW_TRACKING_URI, credentials in MLFLOW_TRACKING_USERNAME/PASSWORD) keeps its own artifact store
+and serialises writers itself: nothing local is locked or chosen for it.
 """
 from __future__ import annotations
 
-import hashlib
+import contextlib
 import os
 import re
 import subprocess
@@ -15,7 +17,6 @@ import tempfile
 import time
 import warnings
 from collections.abc import Iterator
-from contextlib import contextmanager
 from importlib import metadata
 from pathlib import Path
 
@@ -28,7 +29,9 @@ from mlflow.models import ModelSignature
 from mlflow.models.model import ModelInfo
 from mlflow.types import Schema, TensorSpec
 
+from pipeline.digest import file_digest
 from pipeline.errors import UserError
+from pipeline.model_registry import Measurement, register_and_promote
 from pipeline.models.checkpoint import read_checkpoint
 from pipeline.models.portable import ARTIFACT_KEY, FILE_NAME, write_portable
 from pipeline.repo import repo_root, resolve
@@ -37,11 +40,11 @@ SQLITE_PREFIX = "sqlite:///"
 # Read once at import: mlflow.set_tracking_uri() writes this variable too, so a later read could not
 # tell the user's setting from our own.
 USER_TRACKING_URI = os.environ.get("MLFLOW_TRACKING_URI")
-CHAMPION = "champion"
 MODEL_DIGEST_TAG = "model_sha256"  # the sha256 of the checkpoint file a run wrote
 PYFUNC_CODE = Path(__file__).resolve().parent / "models" / "pyfunc.py"
 MODEL_PACKAGES = ("mlflow", "torch", "torchvision", "segmentation-models-pytorch", "timm", "huggingface-hub",
                   "safetensors", "numpy")
+REFUSED = (401, 403)  # HTTP statuses of a tracking server that rejects the credentials
 
 
 class TrackingStoreError(UserError):
@@ -62,22 +65,51 @@ def setup_experiment(mlflow_params) -> str:
     mlflow.set_tracking_uri(uri)
     try:
         with store_lock():  # two workers creating a fresh database at once crash in its migration
-            experiment = mlflow.get_experiment_by_name(mlflow_params.experiment)
-            if experiment is not None:
-                return experiment.experiment_id
-            artifacts = (repo_root() / "mlartifacts" / mlflow_params.experiment).as_uri()
-            return mlflow.create_experiment(mlflow_params.experiment, artifact_location=artifacts)
-    except (mlflow.exceptions.MlflowException, OSError) as error:
-        first_line = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
-        raise TrackingStoreError(f"mlflow.tracking_uri: cannot use the MLflow store {redact(uri)} "
-                                 f"({first_line})") from error
+            return experiment_id(mlflow_params.experiment, local_artifacts(uri, mlflow_params.experiment))
+    except mlflow.exceptions.MlflowException as error:
+        if error.get_http_status_code() in REFUSED:
+            raise TrackingStoreError(f"the MLflow server {redact(uri)} refused the credentials (HTTP "
+                                     f"{error.get_http_status_code()}): check MLFLOW_TRACKING_USERNAME and "
+                                     "MLFLOW_TRACKING_PASSWORD, and that the user may edit experiments") from error
+        raise store_error(uri, error) from error
+    except OSError as error:
+        raise store_error(uri, error) from error
 
 
-def store_lock() -> FileLock:
-    """A lock beside the store, for the few steps that parallel DVC queue workers must not interleave."""
+def experiment_id(name: str, artifact_location: str | None) -> str:
+    """The experiment's id, created if missing; on a server another worker may create it first, and wins."""
+    experiment = mlflow.get_experiment_by_name(name)
+    if experiment is not None:
+        return experiment.experiment_id
+    try:
+        return mlflow.create_experiment(name, artifact_location=artifact_location)
+    except mlflow.exceptions.MlflowException as error:
+        if error.error_code != "RESOURCE_ALREADY_EXISTS":
+            raise
+        return mlflow.get_experiment_by_name(name).experiment_id
+
+
+def store_error(uri: str, error: Exception) -> TrackingStoreError:
+    first_line = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+    return TrackingStoreError(f"mlflow.tracking_uri: cannot use the MLflow store {redact(uri)} ({first_line})")
+
+
+def local_artifacts(uri: str, experiment: str) -> str | None:
+    """Artifacts of a local store go beside it at the repo root; a server decides where its artifacts go."""
+    return None if is_server(uri) else (repo_root() / "mlartifacts" / experiment).as_uri()
+
+
+def is_server(uri: str) -> bool:
+    return uri.startswith(("http://", "https://"))
+
+
+def store_lock() -> contextlib.AbstractContextManager:
+    """A lock beside a sqlite store, for the few steps that parallel DVC queue workers must not interleave.
+    A server needs none: it serialises its own database, and a file lock would not reach other machines."""
     uri = mlflow.get_tracking_uri()
-    local = uri.startswith(SQLITE_PREFIX)
-    return FileLock(Path(uri[len(SQLITE_PREFIX):] + ".lock") if local else repo_root() / ".mlflow.lock")
+    if uri.startswith(SQLITE_PREFIX):
+        return FileLock(Path(uri[len(SQLITE_PREFIX):] + ".lock"))
+    return contextlib.nullcontext() if is_server(uri) else FileLock(repo_root() / ".mlflow.lock")
 
 
 def git_commit() -> str | None:
@@ -112,7 +144,7 @@ def model_signature() -> ModelSignature:
                           outputs=Schema([TensorSpec(np.dtype(np.int64), (-1, -1, -1))]))
 
 
-@contextmanager
+@contextlib.contextmanager
 def training_run(experiment_id: str, run_id: str | None, params) -> Iterator[mlflow.ActiveRun]:
     """A new run named and tagged after the DVC experiment, or the interrupted run `run_id` to continue.
 
@@ -158,12 +190,11 @@ def log_dataset(processed_dir: Path, name: str, source: str) -> None:
     from mlflow.data.dataset_source_registry import resolve_dataset_source
     from mlflow.data.meta_dataset import MetaDataset
 
-    digest = file_digest(*sorted(Path(processed_dir).iterdir()))
     location = redact(source if "://" in source else Path(source).resolve().as_uri())
     with warnings.catch_warnings():  # a file URI matches two of MLflow's equivalent local source types
         warnings.simplefilter("ignore", UserWarning)
         source_object = resolve_dataset_source(location)
-    dataset = MetaDataset(source_object, name=name, digest=digest[:16])
+    dataset = MetaDataset(source_object, name=name, digest=file_digest(sorted(Path(processed_dir).iterdir()))[:16])
     mlflow.log_input(dataset, context="training")
 
 
@@ -210,41 +241,22 @@ def model_requirements() -> list[str]:
     return [f"{name}=={metadata.version(name).split('+')[0]}" for name in MODEL_PACKAGES]
 
 
-def log_and_promote_model(checkpoint: Path, name: str, val_miou: float) -> None:
-    """Log the model (see log_model), register it under `name`, and move the alias `champion` to it if its val
-    mIoU is the best so far."""
-    info = log_model(checkpoint)
-    client = mlflow.MlflowClient()
-    with store_lock():  # parallel queue workers compare and move one alias
-        version = mlflow.register_model(info.model_uri, name)
-        try:
-            champion = client.get_model_version_by_alias(name, CHAMPION)
-            champion_miou = client.get_run(champion.run_id).data.metrics.get("best_val_miou", float("-inf"))
-        except mlflow.exceptions.MlflowException:
-            champion_miou = float("-inf")
-        if val_miou > champion_miou:
-            client.set_registered_model_alias(name, CHAMPION, version.version)
-
-
-def file_digest(*paths: Path) -> str:
-    """sha256 of the files' bytes, in the order given."""
-    digest = hashlib.sha256()
-    for path in paths:
-        with open(path, "rb") as handle:
-            for block in iter(lambda: handle.read(1 << 20), b""):
-                digest.update(block)
-    return digest.hexdigest()
+def log_and_promote_model(checkpoint: Path, name: str, measurement: Measurement, val_miou: float) -> None:
+    """Log the model (see log_model), register it under `name` and let the registry decide whether it is the new
+    `champion` (pipeline/model_registry.py)."""
+    register_and_promote(log_model(checkpoint).model_uri, name, measurement, val_miou)
 
 
 def tag_model_file(model_file: Path) -> None:
     """Mark the active run as the maker of this checkpoint, so later stages find the run from the file alone:
     the run id stays out of DVC-tracked outputs, which identical runs must write byte for byte."""
-    mlflow.set_tag(MODEL_DIGEST_TAG, file_digest(model_file))
+    mlflow.set_tag(MODEL_DIGEST_TAG, file_digest([model_file]))
 
 
 def run_of_model(experiment_id: str, model_file: Path) -> str | None:
     """The latest run of the experiment that wrote exactly this checkpoint (identical runs write equal bytes)."""
-    runs = mlflow.search_runs([experiment_id], filter_string=f"tags.{MODEL_DIGEST_TAG} = '{file_digest(model_file)}'",
+    digest = file_digest([model_file])
+    runs = mlflow.search_runs([experiment_id], filter_string=f"tags.{MODEL_DIGEST_TAG} = '{digest}'",
                               order_by=["attributes.start_time DESC"], max_results=1, output_format="list")
     return runs[0].info.run_id if runs else None
 

@@ -165,7 +165,7 @@ def test_ddp_killed_two_process_training_resumes_in_one_run_written_by_rank_0(pr
     assert run.info.run_id == killed["run_id"] and run.info.status == "FINISHED"
     assert logged_epochs(run.info.run_id) == [1, 2, 3]  # each epoch once, though two processes trained it
     assert run.data.params["num_processes"] == "2" and run.data.params["global_batch_size"] == "4"
-    assert len(mlflow.MlflowClient().search_model_versions("name='tests'")) == 1
+    assert len(mlflow.MlflowClient().search_model_versions()) == 1  # registered once
 
     writes = writes_by_rank(project)
     assert list(writes) == ["0"], f"only rank 0 may write: {writes}"

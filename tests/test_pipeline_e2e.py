@@ -5,68 +5,26 @@ from __future__ import annotations
 import difflib
 import hashlib
 import json
-import os
-import shutil
-import subprocess
-import sys
 from pathlib import Path
 
 import mlflow
 import numpy as np
 import pytest
-import yaml
 from PIL import Image
+
+from tests.project_repo import clean_env, make_project, run
 
 pytestmark = pytest.mark.slow  # trains models and runs real MLflow stores
 
-REPO_ROOT = Path(__file__).resolve().parents[1]
-PROJECT_FILES = ["pipeline", "stages", "dvc.yaml", "params.yaml", ".dvcignore", ".gitignore"]
-TINY = {
-    ("data", "synthetic", "num_train"): 16,
-    ("data", "synthetic", "num_val"): 6,
-    ("data", "image_size"): 64,
-    ("models", "unet", "base_channels"): 4,
-    ("models", "unet", "depth"): 2,
-    ("train", "epochs"): 2,
-    ("train", "batch_size"): 4,
-    ("augment", "crop_size"): 32,
-    ("plot", "num_samples"): 2,
-}
 FIGURES = ["per_class_iou.png", "sample_predictions.png", "training_history.png", "confusion_matrix.png",
            "model_progress.gif"]
-
-
-def run(command: list[str], cwd: Path, env: dict) -> str:
-    result = subprocess.run(command, cwd=cwd, env=env, capture_output=True, text=True)
-    assert result.returncode == 0, f"{' '.join(command)} failed:\n{result.stdout[-3000:]}\n{result.stderr[-3000:]}"
-    return result.stdout
 
 
 @pytest.fixture(scope="module")
 def project(tmp_path_factory) -> tuple[Path, dict]:
     """A fresh git + DVC repository holding the project with tiny params, after a real `dvc repro`."""
-    root = tmp_path_factory.mktemp("project")
-    for name in PROJECT_FILES:
-        source = REPO_ROOT / name
-        if source.is_dir():
-            shutil.copytree(source, root / name, ignore=shutil.ignore_patterns("__pycache__"))
-        else:
-            shutil.copy2(source, root / name)
-    params = yaml.safe_load((root / "params.yaml").read_text())
-    for keys, value in TINY.items():
-        section = params
-        for key in keys[:-1]:
-            section = section[key]
-        section[keys[-1]] = value
-    (root / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("MLFLOW_", "DVC_"))}
-    env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env['PATH']}"
-    run(["git", "init", "-q"], root, env)
-    run(["git", "config", "user.email", "test@localhost"], root, env)
-    run(["git", "config", "user.name", "test"], root, env)
-    run(["dvc", "init", "-q"], root, env)
-    run(["git", "add", "-A"], root, env)
-    run(["git", "commit", "-qm", "project"], root, env)
+    env = clean_env()
+    root = make_project(tmp_path_factory.mktemp("project"), env)
     run(["dvc", "repro"], root, env)
     return root, env
 
@@ -140,7 +98,7 @@ def test_experiments_land_in_the_root_store_named_after_the_experiment(project):
     assert [r.info.run_name for r in runs][-2:] == ["in-workspace", "temp-one"]
     assert runs[-1].data.tags["dvc.exp_name"] == "temp-one" and "dvc exp apply temp-one" in runs[-1].data.tags[
         "mlflow.note.content"]
-    champion = mlflow.MlflowClient().get_model_version_by_alias("segmentation", "champion")
+    champion = mlflow.MlflowClient().get_model_version_by_alias("segmentation-synthetic-6cls", "champion")
     best = max(runs, key=lambda r: r.data.metrics["best_val_miou"])
     assert champion.run_id == best.info.run_id
     shown = json.loads(run(["dvc", "exp", "show", "--json"], root, env))

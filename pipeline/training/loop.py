@@ -21,6 +21,7 @@ from pipeline.config import Params, active, as_dict, flatten
 from pipeline.data.dataset import read_manifest
 from pipeline.evaluation.scoring import score_loader
 from pipeline.inference import predict_batch
+from pipeline.model_registry import Measurement, registered_name
 from pipeline.models.checkpoint import save_checkpoint
 from pipeline.models.registry import build_model, count_parameters, rebuild_params
 from pipeline.models.segmenter import SegmentationModel
@@ -160,7 +161,7 @@ def train(params: Params, processed_dir: Path, outputs: TrainOutputs) -> dict:
                 tracking.log_missing_epochs(run.info.run_id, state.history)
             run_epochs(params, outputs, state, trainer)
             if main:
-                finish(params, outputs, state, trainer)
+                finish(params, outputs, state, trainer, processed_dir)
         distributed.barrier()  # the other processes end once rank 0 has written everything
     return state.best
 
@@ -239,7 +240,7 @@ def resume_or_start(path: Path, identity: str) -> TrainState:
     return state
 
 
-def finish(params: Params, outputs: TrainOutputs, state: TrainState, trainer: Trainer) -> None:
+def finish(params: Params, outputs: TrainOutputs, state: TrainState, trainer: Trainer, processed_dir: Path) -> None:
     """Write the best checkpoint and the reports, log them and the model to MLflow, mark the state completed."""
     best = state.best
     model_params = as_dict(params.model_params())
@@ -256,7 +257,9 @@ def finish(params: Params, outputs: TrainOutputs, state: TrainState, trainer: Tr
     mlflow.log_artifact(str(outputs.history), "reports/train")
     mlflow.log_artifact(str(outputs.metrics), "reports/train")
     mlflow.log_artifact(str(outputs.resolved), "reports/train")
-    tracking.log_and_promote_model(outputs.model, params.mlflow.experiment, best["val_miou"])
+    measured_on = Measurement.of(params.data.dataset, trainer.class_names, processed_dir, params.data.subset.val)
+    tracking.log_and_promote_model(outputs.model, registered_name(params.mlflow.experiment, params.data.dataset,
+                                   len(trainer.class_names)), measured_on, best["val_miou"])
     state.completed = True
     state.run_id = None  # only an unfinished state needs its run; without it identical runs write equal bytes
     state.save(outputs.state)
