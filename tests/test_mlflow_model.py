@@ -11,6 +11,7 @@ import subprocess
 import sys
 import time
 import urllib.request
+from pathlib import Path
 
 import mlflow
 import numpy as np
@@ -94,7 +95,7 @@ def post_json(url: str, body: dict) -> dict:
         return json.loads(response.read())
 
 
-def wait_until_up(url: str, server: subprocess.Popen) -> None:
+def wait_until_up(url: str, server: subprocess.Popen, log: Path) -> None:
     deadline = time.time() + SERVE_START_S
     while time.time() < deadline and server.poll() is None:
         try:
@@ -102,22 +103,27 @@ def wait_until_up(url: str, server: subprocess.Popen) -> None:
                 return
         except OSError:
             time.sleep(0.5)
-    raise AssertionError(f"mlflow models serve did not come up (exit code {server.poll()})")
+    raise AssertionError(f"mlflow models serve did not come up (exit code {server.poll()}):\n{log.read_text()[-3000:]}")
 
 
 def test_mlflow_models_serve_answers_invocations_with_the_cli_masks(logged, tmp_path):
     port = free_port()
-    env = {**os.environ, "MLFLOW_TRACKING_URI": logged.tracking_uri, "OMP_NUM_THREADS": "1",
+    log_path = tmp_path / "serve.log"
+    log = log_path.open("w")
+    # mlflow models serve execs `uvicorn` from PATH: this interpreter's, even when its venv is not activated
+    path = os.pathsep.join([str(Path(sys.executable).parent), os.environ.get("PATH", "")])
+    env = {**os.environ, "PATH": path, "MLFLOW_TRACKING_URI": logged.tracking_uri, "OMP_NUM_THREADS": "1",
            "MLFLOW_ALLOW_PICKLE_DESERIALIZATION": "false"}
     server = subprocess.Popen([sys.executable, "-m", "mlflow", "models", "serve", "-m", logged.registered,
                                "--env-manager", "local", "--host", "127.0.0.1", "-p", str(port), "--workers", "1"],
-                              cwd=tmp_path, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                              start_new_session=True)
+                              cwd=tmp_path, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
     try:
-        wait_until_up(f"http://127.0.0.1:{port}/ping", server)
+        wait_until_up(f"http://127.0.0.1:{port}/ping", server, log_path)
         images = uint8_images()
         answer = post_json(f"http://127.0.0.1:{port}/invocations", {"inputs": as_batch(images).tolist()})
         np.testing.assert_array_equal(np.array(answer["predictions"]), cli_masks(logged, images))
     finally:
-        os.killpg(server.pid, signal.SIGTERM)
+        if server.poll() is None:
+            os.killpg(server.pid, signal.SIGTERM)
         server.wait(timeout=30)
+        log.close()
