@@ -13,6 +13,8 @@ model's best mIoU and wall-clock as ratios of the reference's. Pretrained encode
 Each result is also written to `--results` (JSON) as soon as it is measured; `--only NAME...` measures
 some entries and the table shows every entry in that file, so a long benchmark can be split across
 invocations (ratios are then between runs made at different times: say so when quoting them).
+`--keep DIR` keeps each model's checkpoint and MLflow store under DIR, to look at its predictions
+(`python -m pipeline.predict --model DIR/<model>/models/model.pt ...`).
 """
 from __future__ import annotations
 
@@ -126,10 +128,12 @@ def main() -> None:
     parser.add_argument("--results", type=Path, default=Path("recipe_results.json"))
     parser.add_argument("--set", "-S", action="append", default=[], metavar="KEY=VALUE",
                         help="a params override for the pipeline models, as `dvc exp run -S` (for ablations)")
+    parser.add_argument("--keep", type=Path, help="train under this folder and keep it (default: a temporary one)")
     args = parser.parse_args()
     results = json.loads(args.results.read_text()) if args.results.exists() else {}
     with tempfile.TemporaryDirectory() as tmp:
-        work = Path(tmp)
+        work = args.keep.resolve() if args.keep else Path(tmp)
+        work.mkdir(parents=True, exist_ok=True)
         processed = None
         for name in args.only:
             print(f"=== {name}", flush=True)
