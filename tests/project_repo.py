@@ -20,6 +20,7 @@ TINY = {
     ("train", "epochs"): 2,
     ("train", "batch_size"): 4,
     ("augment", "crop_size"): 32,
+    ("augment", "crops_per_image"): 1,
     ("plot", "num_samples"): 2,
 }
 

@@ -47,7 +47,8 @@ def test_the_committed_params_yaml_loads_and_names_every_dataclass_field():
     ({"train": {"lrr": 0.1}}, "train.lrr: unknown key (did you mean 'lr'?)"),
     ({"train": {"epochs": "ten"}}, "train.epochs: expected int, got 'ten'"),
     ({"train": {"epochs": 2.5}}, "train.epochs: expected int, got 2.5"),
-    ({"train": {"lr": True}}, "train.lr: expected float, got True"),
+    ({"train": {"lr": True}}, "train.lr: expected a float > 0 or auto, got True"),
+        ({"models": {"unet": {"lr": True}}}, "models.unet.lr: expected float, got True"),
     ({"models": {"unet": {"base_channel": 8}}},
      "models.unet.base_channel: unknown key (did you mean 'base_channels'?)"),
     ({"models": {"resnet34_unet": {"decoder_channels": [1, "x"]}}},
@@ -113,9 +114,10 @@ def test_yaml_exponents_without_a_dot_are_floats(tmp_path):
      "models.resnet34_unet.decoder_channels[1]: must be >= 1"),
     ({"train": {"epochs": 0}}, "train.epochs: must be >= 1, got 0"),
     ({"train": {"batch_size": 0}}, "train.batch_size: must be >= 1"),
-    ({"train": {"lr": 0}}, "train.lr: must be > 0"),
-    ({"train": {"lr": "-1e-3"}}, "train.lr: must be > 0"),
-    ({"train": {"lr": ".inf"}}, "train.lr: expected float, got '.inf'"),
+    ({"train": {"lr": 0}}, "train.lr: expected a float > 0 or auto, got 0"),
+    ({"models": {"unet": {"lr": 0}}}, "models.unet.lr: must be > 0"),
+    ({"models": {"smp": {"lr": "-1e-3"}}}, "models.smp.lr: must be > 0"),
+    ({"models": {"unet": {"lr": ".inf"}}}, "models.unet.lr: expected float, got '.inf'"),
     ({"train": {"momentum": 1}}, "train.momentum: must be < 1"),
     ({"train": {"momentum": -0.5}}, "train.momentum: must be >= 0"),
     ({"train": {"weight_decay": -1e-4}}, "train.weight_decay: must be >= 0"),
@@ -157,9 +159,6 @@ def test_out_of_range_values_name_the_key_and_the_bound(raw, message):
 
 
 @pytest.mark.parametrize("raw, message", [
-    ({"augment": {"crop_size": 300}}, "augment.crop_size: 300 is larger than data.image_size (256)"),
-    ({"data": {"image_size": 64}, "augment": {"crop_size": 128}},
-     "augment.crop_size: 128 is larger than data.image_size (64)"),
     ({"train": {"epochs": 4, "warmup_epochs": 4}}, "train.warmup_epochs: 4 must be less than train.epochs (4)"),
     ({"train": {"freeze_encoder_epochs": 2}},
      "train.freeze_encoder_epochs: 2 needs a model with a pretrained encoder (resnet34_unet, smp), got model: unet"),
@@ -177,7 +176,8 @@ def test_values_on_the_allowed_side_of_each_bound_pass():
         "train": {"epochs": 1, "warmup_epochs": 0, "momentum": 0, "freeze_encoder_epochs": 3, "class_weights": [0, 1]},
         "augment": {"crop_size": 16, "hflip": 1, "affine": 0, "rotate_limit": 180, "scale_limit": 0.99}}, "")
     assert params.augment.crop_size == params.data.image_size == 16 and params.train.freeze_encoder_epochs == 3
-    assert parse(Params, {"data": {"image_size": 64}, "augment": {"crop_size": 0}}, "").augment.crop_size == 0
+    whole_images = {"crop_size": 0, "crops_per_image": 1}
+    assert parse(Params, {"data": {"image_size": 64}, "augment": whole_images}, "").augment.crop_size == 0
 
 
 def test_a_block_parsed_alone_names_its_keys_from_the_given_prefix():
@@ -191,7 +191,7 @@ def test_every_problem_is_reported_in_one_error():
     with pytest.raises(ConfigError) as error:
         parse(Params, {"train": {"epochs": 0, "lr": "fast"}, "plot": {"num_samples": 0}}, "")
     lines = str(error.value).splitlines()
-    assert lines == ["train.epochs: must be >= 1, got 0", "train.lr: expected float, got 'fast'",
+    assert lines == ["train.epochs: must be >= 1, got 0", "train.lr: expected a float > 0 or auto, got 'fast'",
                      "plot.num_samples: must be >= 1, got 0"]
 
 
@@ -208,11 +208,11 @@ def test_params_are_frozen_and_dump_to_plain_data():
     params = Params()
     with pytest.raises(ValidationError):
         params.train.lr = 1.0
-    assert as_dict(params.model_params()) == {"base_channels": 8, "depth": 5, "bilinear": True, "dropout": 0.0}
+    assert params.model_params().architecture() == {"base_channels": 16, "depth": 5, "bilinear": True, "dropout": 0.0}
     assert as_dict(params.models.resnet34_unet)["decoder_channels"] == (256, 128, 64, 32, 16)
     assert as_dict(params.models.multiscale_unet)["scales"] == (256, 128, 64)
     assert as_dict(params)["evaluate"] == {"batch_size": 8, "device": "auto", "tta_hflip": False, "tta_scales": [1.0]}
-    assert flatten(params)["train.lr"] == 0.001 and flatten(params)["models.unet.base_channels"] == 8
+    assert flatten(params)["train.lr"] == 0.003 and flatten(params)["models.unet.base_channels"] == 16
 
 
 def test_the_names_other_modules_import_come_from_the_literals():
@@ -224,7 +224,16 @@ def test_the_names_other_modules_import_come_from_the_literals():
     assert set(typing.get_args(DeviceName)) == {"auto", "cpu", "cuda", "mps"}
 
 
-def test_several_crops_per_image_need_a_crop_size():
-    with pytest.raises(ConfigError, match=r"augment.crops_per_image: 4 needs augment.crop_size > 0"):
-        parse(Params, {"augment": {"crops_per_image": 4}}, "")
-    assert parse(Params, {"augment": {"crops_per_image": 4, "crop_size": 64}}, "").augment.crops_per_image == 4
+def test_the_recipe_follows_the_model_unless_train_lr_or_crops_per_image_is_set():
+    """`-S model=<name>` alone brings that model's lr and crops per image; a number in train.lr or
+    augment.crops_per_image is used for every model."""
+    assert parse(Params, {"model": "unet"}, "").train.lr == Params().models.unet.lr == 0.003
+    assert parse(Params, {"model": "resnet34_unet"}, "").train.lr == 0.001
+    assert parse(Params, {"model": "smp", "models": {"smp": {"lr": 0.02}}}, "").train.lr == 0.02
+    assert parse(Params, {"model": "resnet34_unet", "train": {"lr": 0.05}}, "").train.lr == 0.05
+    assert flatten(parse(Params, {"model": "multiscale_unet"}, ""))["train.lr"] == 0.001
+    assert parse(Params, {"model": "resnet34_unet"}, "").augment.crops_per_image == 3
+    assert parse(Params, {"model": "unet", "models": {"unet": {"crops_per_image": 5}}}, "").augment.crops_per_image == 5
+    assert parse(Params, {"model": "resnet34_unet", "augment": {"crops_per_image": 1}}, "").augment.crops_per_image == 1
+    architecture = Params().model_params().architecture()
+    assert "lr" not in architecture and "crops_per_image" not in architecture, "builders never see the recipe"

@@ -37,7 +37,8 @@ from tests.synthetic_data import processed_synthetic
 REPO_ROOT = Path(__file__).resolve().parents[1]
 TINY = {"data": {"image_size": 64}, "models": {"unet": {"base_channels": 4, "depth": 2}},
         "train": {"epochs": 3, "batch_size": 2, "lr": 0.01, "precision": "fp32", "num_threads": 1},
-        "mlflow": {"experiment": "tests"}}
+        "augment": {"crops_per_image": 1}, "mlflow": {"experiment": "tests"}}
+ONE_DRAW = {"augment": {"crops_per_image": 1}}  # each training image once per epoch: sampler indices are image ids
 # Loaded by every Python process started with this folder first on PYTHONPATH; records, per torchrun rank,
 # the files under the project opened for writing, the renames into it and the sqlite stores opened.
 AUDIT_HOOK = """
@@ -199,7 +200,7 @@ def test_ddp_training_killed_under_two_processes_resumes_under_one(processed, tm
 
 
 def test_ddp_ranks_see_disjoint_training_samples_and_val_shards_that_cover_the_split(processed):
-    params = parse(Params, {"data": {"image_size": 64}, "train": {"batch_size": 2}}, "")
+    params = parse(Params, {"data": {"image_size": 64}, "train": {"batch_size": 2}, **ONE_DRAW}, "")
     ranks = [build_data(params, processed, read_manifest(processed), rank=rank, world_size=2) for rank in (0, 1)]
     orders = []
     for epoch in (1, 2):
@@ -218,7 +219,7 @@ def test_ddp_ranks_see_disjoint_training_samples_and_val_shards_that_cover_the_s
 def test_ddp_single_process_shuffle_is_the_seeded_permutation_of_the_epoch(processed):
     """One process is world size 1 of the same sampler: its order depends on train.seed and the epoch alone
     (not on the loader's generator, which also seeds the loader workers)."""
-    params = parse(Params, {"data": {"image_size": 64}}, "")
+    params = parse(Params, {"data": {"image_size": 64}, **ONE_DRAW}, "")
     data = build_data(params, processed, read_manifest(processed))
     data.start_epoch(3, seed=45)
     expected = torch.randperm(16, generator=torch.Generator().manual_seed(params.train.seed + 3)).tolist()

@@ -34,7 +34,7 @@ pytestmark = pytest.mark.slow  # trains models and runs real MLflow stores
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 TINY = {"data": {"image_size": 64}, "models": {"unet": {"base_channels": 4, "depth": 2}},
-        "train": {"epochs": 3, "batch_size": 4, "lr": 0.01}, "augment": {"crop_size": 0}}
+        "train": {"epochs": 3, "batch_size": 4, "lr": 0.01}, "augment": {"crop_size": 0, "crops_per_image": 1}}
 
 
 def tiny_params(tmp_path: Path, **train_overrides) -> Params:

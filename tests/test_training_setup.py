@@ -28,6 +28,17 @@ def test_several_random_crops_of_each_image_per_epoch(processed: Path):
     assert len(data.val_loader.dataset) == 2  # validation sees each whole image once
 
 
+@pytest.mark.parametrize("crop_size", [0, 64, 192])
+def test_a_crop_as_large_as_the_image_trains_on_whole_images(processed: Path, crop_size: int):
+    """The default 192-px crop on 64² arrays (or crop 0) draws each whole image `crops_per_image` times."""
+    params = parse(Params, {"data": {"image_size": 64}, "augment": {"crop_size": crop_size, "crops_per_image": 2},
+                            "train": {"batch_size": 3}}, "")
+    data = build_data(params, processed, read_manifest(processed))
+    assert len(data.train_loader.dataset) == 12
+    images, masks, _ = next(iter(data.train_loader))
+    assert images.shape[-2:] == (64, 64) and masks.shape[-2:] == (64, 64)
+
+
 def test_balanced_weights_favour_rare_classes(processed: Path):
     params = parse(Params, {"data": {"image_size": 64}}, "")
     dataset = build_data(params, processed, read_manifest(processed)).train_loader.dataset

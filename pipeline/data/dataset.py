@@ -16,9 +16,10 @@ from torch.utils.data import Dataset
 from pipeline.data.labels import IGNORE_INDEX, labelled_file
 
 
-def build_augmentation(augment, seed: int) -> A.Compose:
-    """Training augmentation from the `augment` params; masks use nearest neighbour and 255 fill."""
-    crop = [A.RandomCrop(augment.crop_size, augment.crop_size)] if augment.crop_size else []
+def build_augmentation(augment, seed: int, image_size: int) -> A.Compose:
+    """Training augmentation from the `augment` params for image_size² arrays; masks use nearest neighbour and
+    255 fill. A crop as large as the image is no crop: one recipe serves every `data.image_size`."""
+    crop = [A.RandomCrop(augment.crop_size, augment.crop_size)] if 0 < augment.crop_size < image_size else []
     return A.Compose([
         *crop,
         A.HorizontalFlip(p=augment.hflip),

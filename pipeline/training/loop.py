@@ -17,7 +17,7 @@ from torch import nn
 from tqdm import tqdm
 
 from pipeline import tracking
-from pipeline.config import Params, active, as_dict, flatten
+from pipeline.config import Params, active, flatten
 from pipeline.data.dataset import read_manifest
 from pipeline.evaluation.scoring import score_loader
 from pipeline.inference import predict_batch
@@ -243,7 +243,7 @@ def resume_or_start(path: Path, identity: str) -> TrainState:
 def finish(params: Params, outputs: TrainOutputs, state: TrainState, trainer: Trainer, processed_dir: Path) -> None:
     """Write the best checkpoint and the reports, log them and the model to MLflow, mark the state completed."""
     best = state.best
-    model_params = as_dict(params.model_params())
+    model_params = params.model_params().architecture()
     best_model = build_model(params.model, trainer.class_names, rebuild_params(params.model, model_params),
                              trainer.image_size)
     best_model.load_state_dict(state.best_weights)

@@ -10,7 +10,7 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, DistributedSampler, Subset, get_worker_info
 
-from pipeline.config import Params, as_dict
+from pipeline.config import Params
 from pipeline.data.dataset import SegmentationArrays, build_augmentation
 from pipeline.data.labels import IGNORE_INDEX
 from pipeline.models.registry import build_model
@@ -49,7 +49,7 @@ def subset_indices(size: int, limit: int | None, seed: int) -> np.ndarray | None
 
 def split_dataset(params: Params, processed_dir: Path, manifest: dict, split: str, transform) -> SegmentationArrays:
     """One split, restricted to `data.subset.<split>` seeded random samples when that is set; the training
-    split lists every image `augment.crops_per_image` times (each draw is a new random crop)."""
+    split lists every image `augment.crops_per_image` times (each draw a new random crop and flip)."""
     size = len(manifest["splits"][split]["ids"])
     indices = subset_indices(size, getattr(params.data.subset, split), params.train.seed)
     if split == "train" and params.augment.crops_per_image > 1:
@@ -105,7 +105,7 @@ def build_data(params: Params, processed_dir: Path, manifest: dict, device: torc
     """Loaders for process `rank` of `world_size`: its share of every epoch's shuffle of the training split
     (DistributedSampler; with one process, the whole shuffle) and its shard of the val split."""
     recipe = params.train
-    augmentation = build_augmentation(params.augment, recipe.seed)
+    augmentation = build_augmentation(params.augment, recipe.seed, manifest["image_size"])
     train_set = split_dataset(params, processed_dir, manifest, "train", augmentation)
     val_set = split_dataset(params, processed_dir, manifest, "val", None)
     generator = torch.Generator()
@@ -124,7 +124,7 @@ def build_segmentation_model(params: Params, class_names: list[str], image_size:
                              load_initial_weights: bool = True) -> SegmentationModel:
     """The architecture `model` configured by `models.<model>`, started from `train.init_from` if set and
     `load_initial_weights` (only rank 0 reads them: DistributedDataParallel copies its weights to the others)."""
-    model = build_model(params.model, class_names, as_dict(params.model_params()), image_size)
+    model = build_model(params.model, class_names, params.model_params().architecture(), image_size)
     if params.train.init_from and load_initial_weights:
         load_matching_weights(model, initial_weights(params.train.init_from), params.train.init_from)
     return model
