@@ -23,7 +23,7 @@ from benchmarks.recipe import REPO_ROOT, set_dotted
 from pipeline.config import Params, parse
 from pipeline.data.interim import write_interim
 from pipeline.data.preprocess import preprocess
-from pipeline.data.sources.single_class import read_single_class
+from pipeline.data.sources import read_source
 from pipeline.evaluation.evaluate import evaluate
 from pipeline.paths import TrainOutputs
 from pipeline.training.loop import train
@@ -50,9 +50,7 @@ def main() -> None:
         work = Path(tmp)
         build(args.shared_data, work / "root")
         params = single_class_params(work / "root", work, args.set)
-        single_class = params.data.single_class
-        write_interim(read_single_class(work / "root", single_class.val_fraction, single_class.split_seed),
-                      work / "interim")
+        write_interim(read_source(params.data, work / "root"), work / "interim", params.data.on_bad_sample)
         preprocess(work / "interim", work / "processed", params.data.image_size)
         outputs = TrainOutputs.under(work)
         best = train(params, work / "processed", outputs)
