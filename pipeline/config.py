@@ -182,18 +182,17 @@ class SmpParams(_ModelBlock):
     encoder_weights: Str = "imagenet"  # imagenet (Hugging Face cache, fetched once) | none | path to .pth/.safetensors
     encoder_depth: Annotated[Int, Field(ge=3, le=5)] = 5  # encoder stages the decoder sees (the range all four take)
 
-    @field_validator("encoder")
-    @classmethod
-    def _known_encoder(cls, name: str) -> str:
-        from segmentation_models_pytorch.encoders import get_encoder_names  # ~1.5 s after torch: only when read
 
-        names = get_encoder_names()
-        if name not in names:
-            close = difflib.get_close_matches(name, names, n=1)
-            hint = f" (did you mean '{close[0]}'?)" if close else ""
-            raise _invalid("", f"unknown encoder {name!r}{hint}; segmentation_models_pytorch.encoders."
-                               f"get_encoder_names() lists the {len(names)} allowed")
-        return name
+def _unknown_smp_encoder(name: str) -> PydanticCustomError | None:
+    from segmentation_models_pytorch.encoders import get_encoder_names  # 1.5-4 s: only for model: smp
+
+    names = get_encoder_names()
+    if name in names:
+        return None
+    close = difflib.get_close_matches(name, names, n=1)
+    hint = f" (did you mean '{close[0]}'?)" if close else ""
+    return _invalid("models.smp.encoder", f"unknown encoder {name!r}{hint}; segmentation_models_pytorch.encoders."
+                                          f"get_encoder_names() lists the {len(names)} allowed")
 
 
 class ModelsParams(_Block):
@@ -315,6 +314,15 @@ class Params(_Block):
         block = getattr(info.data["models"], info.data["model"])
         keys = RECIPE_KEYS[info.field_name]
         return section.model_copy(update={key: getattr(block, key) for key in keys if getattr(section, key) == "auto"})
+
+    @model_validator(mode="after")
+    def _smp_encoder_exists(self) -> Params:
+        """Checked when model is smp only: the list comes from importing smp and timm, which every stage
+        (download included) would otherwise pay for an unused block."""
+        error = _unknown_smp_encoder(self.models.smp.encoder) if self.model == "smp" else None
+        if error is not None:
+            raise error
+        return self
 
     @model_validator(mode="after")
     def _freezing_needs_a_pretrained_encoder(self) -> Params:
