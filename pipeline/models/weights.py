@@ -20,7 +20,6 @@ from huggingface_hub import constants, get_hf_file_metadata, hf_hub_download, hf
 from huggingface_hub.file_download import repo_folder_name
 from safetensors import SafetensorError
 from safetensors.torch import load_file
-from segmentation_models_pytorch.encoders import encoders as SMP_ENCODERS
 from torch import nn
 
 from pipeline.errors import UserError
@@ -44,7 +43,9 @@ def load_encoder_weights(network: EncoderDecoder, weights: str, key: str) -> Non
 
 def fetch_imagenet(encoder: str, key: str) -> Path:
     """smp's ImageNet weights for `encoder`, from the Hugging Face cache (downloaded there first if missing)."""
-    available = SMP_ENCODERS[encoder]["pretrained_settings"]
+    from segmentation_models_pytorch.encoders import encoders  # smp imports timm (2-3 s): only where it is used
+
+    available = encoders[encoder]["pretrained_settings"]
     if "imagenet" not in available:
         raise EncoderWeightsError(f"{key}: segmentation_models_pytorch has no imagenet weights for encoder {encoder!r} (only "
                          f"{', '.join(available) or 'none'}); set {key}=none or to the path of a state dict")

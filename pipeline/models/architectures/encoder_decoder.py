@@ -9,7 +9,6 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-import segmentation_models_pytorch as smp
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -22,6 +21,8 @@ class EncoderDecoder(nn.Module):
 
     def __init__(self, num_classes: int, encoder: str = "resnet34", decoder: str = "Unet", encoder_depth: int = 5,
                  decoder_channels: Sequence[int] | None = None):
+        import segmentation_models_pytorch as smp  # it imports timm (2-3 s): a unet run's stages never need it
+
         super().__init__()
         options = {}
         if decoder in ("Unet", "UnetPlusPlus"):  # the other decoders take a single width, smp's default is kept
