@@ -4,7 +4,7 @@ import pytest
 import torch
 from torch import nn
 
-from pipeline.inference import predict_batch, predict_logits, predict_mask
+from pipeline.inference import class_indices, predict_batch, predict_logits, predict_mask
 from pipeline.models.segmenter import SegmentationModel
 
 torch.set_num_threads(1)
@@ -46,6 +46,17 @@ def test_mask_is_the_argmax_at_original_size():
     mask = predict_mask(model, image, image_size=16)
     assert mask.shape == (20, 45) and mask.dtype == np.uint8
     np.testing.assert_array_equal(mask, predict_logits(model, image, image_size=16).argmax(0).numpy())
+
+
+@pytest.mark.parametrize("layout", [torch.contiguous_format, torch.channels_last])
+def test_class_indices_are_argmax_with_the_first_class_on_ties(layout):
+    torch.manual_seed(0)
+    scores = torch.randn(2, 5, 7, 9).round()  # rounded: many ties between classes
+    scores[0, :, 0, 0] = 1.0  # all five tie: class 0
+    scores = scores.contiguous(memory_format=layout)
+    assert torch.equal(class_indices(scores), scores.argmax(1))
+    assert class_indices(scores)[0, 0, 0] == 0
+    assert torch.equal(class_indices(scores[0], dim=0), scores[0].argmax(0))
 
 
 def test_flip_tta_equals_no_tta_for_a_flip_equivariant_model():

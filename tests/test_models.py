@@ -68,6 +68,14 @@ def test_smp_params_name_the_key_and_what_is_allowed(raw, message):
     assert message in str(error.value)
 
 
+def test_smp_encoder_is_looked_up_only_when_smp_is_the_model():
+    """The lookup imports smp and timm (seconds in every stage); an unused block is not checked against it."""
+    raw = {"models": {"smp": {"encoder": "resnt34"}}}
+    assert parse(Params, {**raw, "model": "unet"}, "").models.smp.encoder == "resnt34"
+    with pytest.raises(ConfigError, match="models.smp.encoder: unknown encoder 'resnt34'"):
+        parse(Params, {**raw, "model": "smp"}, "")
+
+
 def test_smp_params_accept_any_smp_encoder_and_a_frozen_start():
     params = parse(Params, {"model": "smp", "train": {"freeze_encoder_epochs": 2},
                             "models": {"smp": {"encoder": "efficientnet-b0", "decoder": "DeepLabV3Plus"}}}, "")
