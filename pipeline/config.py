@@ -183,18 +183,6 @@ class SmpParams(_ModelBlock):
     encoder_depth: Annotated[Int, Field(ge=3, le=5)] = 5  # encoder stages the decoder sees (the range all four take)
 
 
-def _unknown_smp_encoder(name: str) -> PydanticCustomError | None:
-    from segmentation_models_pytorch.encoders import get_encoder_names  # 1.5-4 s: only for model: smp
-
-    names = get_encoder_names()
-    if name in names:
-        return None
-    close = difflib.get_close_matches(name, names, n=1)
-    hint = f" (did you mean '{close[0]}'?)" if close else ""
-    return _invalid("models.smp.encoder", f"unknown encoder {name!r}{hint}; segmentation_models_pytorch.encoders."
-                                          f"get_encoder_names() lists the {len(names)} allowed")
-
-
 class ModelsParams(_Block):
     unet: UNetParams = Field(default_factory=UNetParams)
     resnet34_unet: ResNet34UNetParams = Field(default_factory=ResNet34UNetParams)
@@ -317,11 +305,18 @@ class Params(_Block):
 
     @model_validator(mode="after")
     def _smp_encoder_exists(self) -> Params:
-        """Checked when model is smp only: the list comes from importing smp and timm, which every stage
-        (download included) would otherwise pay for an unused block."""
-        error = _unknown_smp_encoder(self.models.smp.encoder) if self.model == "smp" else None
-        if error is not None:
-            raise error
+        """Checked when model is smp only: the list comes from importing smp and timm (1.5-4 s), which every
+        stage, download included, would otherwise pay for an unused block."""
+        if self.model != "smp":
+            return self
+        from segmentation_models_pytorch.encoders import get_encoder_names
+
+        name, names = self.models.smp.encoder, get_encoder_names()
+        if name not in names:
+            close = difflib.get_close_matches(name, names, n=1)
+            hint = f" (did you mean '{close[0]}'?)" if close else ""
+            raise _invalid("models.smp.encoder", f"unknown encoder {name!r}{hint}; segmentation_models_pytorch."
+                                                 f"encoders.get_encoder_names() lists the {len(names)} allowed")
         return self
 
     @model_validator(mode="after")
