@@ -77,14 +77,28 @@ def register_and_promote(model_uri: str, name: str, measurement: Measurement, va
 
 def settle_champion(client: mlflow.MlflowClient, name: str) -> ModelVersion | None:
     """Point `champion` at the best comparable version, re-reading until the registry agrees (see the module doc)."""
+    lost_race = None
     for _ in range(PROMOTION_ATTEMPTS):
         best = best_version(all_versions(client, name))
         if best is None:
             return None
         if current_champion(client, name) == str(best.version):
             return best
-        client.set_registered_model_alias(name, CHAMPION, best.version)
-    raise RuntimeError(f"{name}: @{CHAMPION} did not settle after {PROMOTION_ATTEMPTS} attempts")
+        try:
+            client.set_registered_model_alias(name, CHAMPION, best.version)
+        except mlflow.exceptions.MlflowException as error:
+            if not another_writer_created_alias(client, name, error):
+                raise
+            lost_race = error
+    raise RuntimeError(f"{name}: @{CHAMPION} did not settle after {PROMOTION_ATTEMPTS} attempts") from lost_race
+
+
+def another_writer_created_alias(client: mlflow.MlflowClient, name: str, error: mlflow.exceptions.MlflowException
+                                 ) -> bool:
+    """Whether setting the alias failed because another writer created it in the same instant. The store
+    checks for the alias, then inserts it; the slower of two first-time writers breaks the unique key, which
+    MLflow reports as BAD_REQUEST (the raw database error over REST). The alias then exists: re-read and retry."""
+    return error.error_code == "BAD_REQUEST" and current_champion(client, name) is not None
 
 
 def all_versions(client: mlflow.MlflowClient, name: str) -> list[ModelVersion]:

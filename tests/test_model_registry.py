@@ -9,7 +9,7 @@ import mlflow
 import numpy as np
 import pytest
 
-from pipeline.model_registry import CHAMPION, Measurement, register_and_promote, registered_name
+from pipeline.model_registry import CHAMPION, Measurement, register_and_promote, registered_name, settle_champion
 
 SYNTHETIC = ["background", "disc", "square", "triangle", "star", "cross"]
 
@@ -79,3 +79,34 @@ def test_a_run_on_another_dataset_gets_its_own_name_and_leaves_the_synthetic_cha
     tiny = register("two-images", voc_name, Measurement.of("voc_layout", three, val_arrays(store / "v", 2), None), 0.99)
     assert voc_name == "segmentation-voc_layout-3cls"
     assert champion_run(synthetic_name) == synthetic and champion_run(voc_name) == tiny
+
+
+def test_a_worker_that_loses_the_first_write_of_the_alias_settles_on_the_best(store):
+    """Two workers set `champion` for the first time in the same instant. The store finds no alias, the other
+    worker's alias lands, then this worker's insert breaks the unique key: it must re-read and settle, not fail.
+    The other worker's write is made at the exact moment, from a flush hook, through a second real client."""
+    from mlflow.store.model_registry.dbmodels.models import SqlRegisteredModelAlias
+    from sqlalchemy import event
+    from sqlalchemy.orm import Session
+
+    name = registered_name("segmentation", "synthetic", len(SYNTHETIC))
+    measurement = Measurement.of("synthetic", SYNTHETIC, val_arrays(store / "synthetic", seed=0), None)
+    experiment = mlflow.get_experiment_by_name("segmentation").experiment_id
+    for val_miou in ("0.4", "0.6"):  # registered, not yet promoted
+        with mlflow.start_run(experiment_id=experiment):
+            model = mlflow.create_external_model(name="model")
+        mlflow.register_model(model.model_uri, name, tags={**measurement.tags(), "segmentation.val_miou": val_miou})
+    raced = []
+
+    def other_worker_sets_the_alias_first(session, flush_context, instances):
+        if not raced and any(isinstance(row, SqlRegisteredModelAlias) for row in session.new):
+            raced.append(True)
+            mlflow.MlflowClient().set_registered_model_alias(name, CHAMPION, "1")  # from a view without version 2
+
+    event.listen(Session, "before_flush", other_worker_sets_the_alias_first)
+    try:
+        champion = settle_champion(mlflow.MlflowClient(), name)
+    finally:
+        event.remove(Session, "before_flush", other_worker_sets_the_alias_first)
+    assert raced
+    assert str(champion.version) == str(mlflow.MlflowClient().get_model_version_by_alias(name, CHAMPION).version) == "2"

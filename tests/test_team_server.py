@@ -4,6 +4,7 @@ experiments run in parallel; their runs, artifacts (listed in the bucket) and th
 from __future__ import annotations
 
 import random
+import re
 import subprocess
 import sys
 import threading
@@ -47,7 +48,13 @@ def queued(team, tmp_path_factory):
     root = make_project(tmp_path_factory.mktemp("project"), env)
     for name, lr in EXPERIMENTS.items():
         run(["dvc", "exp", "run", "--queue", "-n", name, "-S", f"train.lr={lr}", "train"], root, env)
-    run(["dvc", "exp", "run", "--run-all", "-j", "2"], root, env)
+    run(["dvc", "exp", "run", "--run-all", "-j", "2"], root, env)  # exits 0 even when an experiment failed
+    status = run(["dvc", "queue", "status"], root, env)
+    failed = [name for name in EXPERIMENTS if not re.search(rf"^\S+\s+{name}\s.*\bSuccess\b", status, re.MULTILINE)]
+    logs = [subprocess.run(["dvc", "queue", "logs", name], cwd=root, env=env, capture_output=True, text=True)
+            for name in failed]
+    server_log = (server.log_dir / "mlflow-server.log").read_text()[-3000:]
+    assert not failed, "\n".join([status, *(log.stdout[-4000:] + log.stderr[-2000:] for log in logs), server_log])
     return root, env
 
 
@@ -67,7 +74,7 @@ def test_parallel_queue_lands_two_runs_artifacts_in_the_bucket_and_one_champion(
     experiment = as_user.get_experiment_by_name("segmentation")
     runs = as_user.search_runs([experiment.experiment_id])
     assert sorted(r.info.run_name for r in runs) == sorted(EXPERIMENTS)
-    assert all(r.info.status == "FINISHED" for r in runs)
+    assert {r.info.run_name: r.info.status for r in runs} == dict.fromkeys(EXPERIMENTS, "FINISHED")
     assert not any(PASSWORD in str(value) for r in runs for value in {**r.data.params, **r.data.tags}.values())
     keys = s3.keys(BUCKET)
     for r in runs:
