@@ -208,7 +208,8 @@ def test_params_are_frozen_and_dump_to_plain_data():
     params = Params()
     with pytest.raises(ValidationError):
         params.train.lr = 1.0
-    assert params.model_params().architecture() == {"base_channels": 16, "depth": 5, "bilinear": True, "dropout": 0.0}
+    assert params.model_params().architecture() == {"base_channels": 16, "depth": 5, "bilinear": True, "dropout": 0.0,
+                                                    "residual": True}
     assert as_dict(params.models.resnet34_unet)["decoder_channels"] == (256, 128, 64, 32, 16)
     assert as_dict(params.models.multiscale_unet)["scales"] == (256, 128, 64)
     assert as_dict(params)["evaluate"] == {"batch_size": 8, "device": "auto", "tta_hflip": False, "tta_scales": [1.0]}

@@ -9,6 +9,7 @@ from torch import nn
 from pipeline.config import ConfigError, Params, SmpParams, parse
 from pipeline.models import weights
 from pipeline.models.architectures.multiscale_unet import MultiScaleUNet
+from pipeline.models.architectures.unet import ResidualDoubleConv
 from pipeline.models.checkpoint import load_checkpoint, save_checkpoint
 from pipeline.models.registry import BUILDERS, build_model, build_network, rebuild_params
 from pipeline.training.losses import LOSSES, build_loss
@@ -17,7 +18,7 @@ torch.set_num_threads(1)
 
 # Smallest sensible configuration of every registered model, so the tests stay fast on 2 cores.
 TINY = {
-    "unet": {"base_channels": 4, "depth": 3},
+    "unet": {"base_channels": 4, "depth": 3, "residual": True},
     "resnet34_unet": {"encoder_weights": "none", "decoder_channels": (16, 8, 8, 4, 4)},
     "multiscale_unet": {"base_channels": 4, "depth": 3, "stem_channels": 4, "scales": (64, 32, 16)},
     "smp": {"decoder": "FPN", "encoder": "resnet18", "encoder_weights": "none", "encoder_depth": 3},
@@ -186,6 +187,21 @@ def test_smp_checkpoint_round_trip_rebuilds_without_fetching(tmp_path, monkeypat
     images = torch.rand(1, 3, 48, 48)
     with torch.no_grad():
         assert torch.equal(rebuilt(images), trained(images))
+
+
+def test_a_unet_checkpoint_from_before_residual_blocks_rebuilds_the_plain_unet(tmp_path):
+    """Checkpoints record the architecture's params; one saved before `residual` existed lacks the key."""
+    plain = {key: value for key, value in TINY["unet"].items() if key != "residual"}
+    trained = build_model("unet", ["a", "b"], plain, 64).eval()
+    save_checkpoint(tmp_path / "model.pt", trained, "unet", plain)
+    rebuilt = load_checkpoint(tmp_path / "model.pt")
+    assert not any(isinstance(module, ResidualDoubleConv) for module in rebuilt.modules())
+    images = torch.rand(1, 3, 48, 48)
+    with torch.no_grad():
+        assert torch.equal(rebuilt(images), trained(images))
+    residual = build_network("unet", 2, TINY["unet"])
+    assert isinstance(residual.stem, ResidualDoubleConv) and all(isinstance(up.conv, ResidualDoubleConv)
+                                                                 for up in residual.up)
 
 
 def fixed_batch(size=32):
