@@ -228,7 +228,8 @@ class TrainParams(_Block):
     seed: Int = 42
     deterministic: Bool = False
     num_workers: Annotated[NonNegativeInt | Literal["auto"], _or_auto("an int >= 0")] = "auto"  # 0 on a CPU, 8 per GPU
-    num_threads: NonNegativeInt = 0  # 0: torch's default
+    # auto: the cores shared among the trainings running on this machine (training/threads.py); 0: torch's default
+    num_threads: Annotated[NonNegativeInt | Literal["auto"], _or_auto("an int >= 0")] = "auto"
     distributed: DistributedParams = Field(default_factory=DistributedParams)
 
     @field_validator("class_weights")

@@ -135,7 +135,7 @@ def test_yaml_exponents_without_a_dot_are_floats(tmp_path):
     ({"train": {"distributed": {"nproc_per_node": 0}}}, "train.distributed.nproc_per_node: must be >= 1"),
     ({"train": {"distributed": {"sync_batchnorm": "yes"}}},
      "train.distributed.sync_batchnorm: expected true, false or auto, got 'yes'"),
-    ({"train": {"num_threads": -2}}, "train.num_threads: must be >= 0"),
+    ({"train": {"num_threads": -2}}, "train.num_threads: expected an int >= 0 or auto, got -2"),
     ({"train": {"class_weights": [1.0, -0.5]}}, "train.class_weights[1]: must be >= 0"),
     ({"train": {"class_weights": [0, 0.0]}}, "train.class_weights: expected non-negative weights, not all zero"),
     ({"augment": {"crop_size": 8}}, "augment.crop_size: must be 0 (whole images) or at least 16, got 8"),

@@ -39,6 +39,7 @@ from pipeline.training.setup import (
     seed_everything,
 )
 from pipeline.training.state import TrainState, fingerprint, read_state
+from pipeline.training.threads import ThreadShare, share_cores
 
 RANK_SEED_STRIDE = 100_000  # more epochs than any training runs: no two (epoch, rank) pairs share a seed
 
@@ -59,6 +60,8 @@ class Trainer:
     sync_batchnorm: bool
     class_names: list[str]
     image_size: int
+    thread_share: ThreadShare | None = None  # train.num_threads: auto, followed at every batch
+
 
     def run_epoch(self, epoch: int) -> dict:
         """Train one epoch, score the val split, step the schedule; returns the history row (the same in
@@ -88,6 +91,8 @@ class Trainer:
         total, count = 0.0, 0
         for images, masks, labelled in tqdm(self.data.train_loader, desc=description, unit="batch", leave=False,
                                             disable=None if distributed.is_main() else True):
+            if self.thread_share:
+                self.thread_share.refresh()
             images, masks, labelled = (part.to(self.device, non_blocking=True) for part in (images, masks, labelled))
             images = images.contiguous(memory_format=memory_format(self.precision))
             self.optimizer.zero_grad(set_to_none=True)
@@ -127,7 +132,8 @@ class Trainer:
         self.scheduler.load_state_dict(state.scheduler)
 
 
-def build_trainer(params: Params, processed_dir: Path, device: torch.device) -> Trainer:
+def build_trainer(params: Params, processed_dir: Path, device: torch.device,
+                  thread_share: ThreadShare | None = None) -> Trainer:
     recipe = params.train
     precision = pick_precision(recipe.precision, device)
     manifest = read_manifest(processed_dir)
@@ -141,7 +147,7 @@ def build_trainer(params: Params, processed_dir: Path, device: torch.device) -> 
     optimizer, scheduler = build_optimization(params, model, len(data.train_loader))
     return Trainer(params, data, model, network, build_training_loss(params, data, len(class_names)), optimizer,
                    scheduler, torch.amp.GradScaler(device.type, enabled=precision == "fp16"), device, precision,
-                   sync_batchnorm, class_names, image_size)
+                   sync_batchnorm, class_names, image_size, thread_share)
 
 
 def train(params: Params, processed_dir: Path, outputs: TrainOutputs) -> dict:
@@ -150,11 +156,12 @@ def train(params: Params, processed_dir: Path, outputs: TrainOutputs) -> dict:
     Under torchrun every process trains and validates its share; rank 0 alone writes the state, the
     outputs and the MLflow run, and decides whether to resume."""
     configure_torch(params.train)
-    with distributed.process_group(pick_device(params.train.device)) as device:
+    with share_cores(params.train.num_threads) as share, distributed.process_group(
+            pick_device(params.train.device)) as device:
         main = distributed.is_main()
         # before init_from, which may name a model in the store
         experiment_id = tracking.setup_experiment(params.mlflow) if main else None
-        trainer = build_trainer(params, processed_dir, device)
+        trainer = build_trainer(params, processed_dir, device, share)
         flat_params = flatten(active(params))
         identity = fingerprint(without_launch_params(flat_params), read_manifest(processed_dir))
         state = distributed.from_main(resume_or_start(outputs.state, identity) if main else None)

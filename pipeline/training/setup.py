@@ -32,7 +32,7 @@ def seed_everything(seed: int) -> None:
 def configure_torch(recipe) -> None:
     """Threads and determinism, before anything random or parallel happens."""
     seed_everything(recipe.seed)
-    if recipe.num_threads:
+    if recipe.num_threads != "auto" and recipe.num_threads:
         torch.set_num_threads(recipe.num_threads)
     if recipe.deterministic:
         os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")  # deterministic cuBLAS; read when CUDA starts
