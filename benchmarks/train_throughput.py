@@ -23,7 +23,7 @@ import torch.nn.functional as F
 from PIL import Image
 from torch import nn
 
-from pipeline.config import MultiScaleUNetParams, UNetParams, as_dict
+from pipeline.config import MultiScaleUNetParams, UNetParams
 from pipeline.data.sources.synthetic import CLASSES, render_scene
 from pipeline.models.architectures.unet import UNet
 from pipeline.models.registry import build_network
@@ -35,10 +35,10 @@ MODES = ("fp32", "cl+bf16")
 def model_makers(num_classes: int) -> dict[str, Callable[[], nn.Module]]:
     return {
         "unet base64 depth4": lambda: UNet(num_classes, base_channels=64, depth=4),
-        "unet (default)": lambda: build_network("unet", num_classes, as_dict(UNetParams())),
+        "unet (default)": lambda: build_network("unet", num_classes, UNetParams().architecture()),
         "resnet34_unet": lambda: build_network("resnet34_unet", num_classes, {"encoder_weights": "none"}),
         "multiscale_unet": lambda: build_network("multiscale_unet", num_classes,
-                                                 as_dict(MultiScaleUNetParams())),
+                                                 MultiScaleUNetParams().architecture()),
         REFERENCE: lambda: smp.Unet("resnet34", encoder_weights=None, classes=num_classes),
     }
 
