@@ -46,8 +46,9 @@ def dataset_miou(model: torch.nn.Module, images: torch.Tensor, masks: torch.Tens
 
 
 def train_reference(voc: Path, num_classes: int, epochs: int, seed: int,
-                    report: Callable[[int, float, float], None]) -> None:
-    """Train the reference; `report(epoch, val_miou, elapsed_seconds)` after every epoch."""
+                    report: Callable[[int, float, float], None], time_budget: float | None = None) -> None:
+    """Train the reference; `report(epoch, val_miou, elapsed_seconds)` after every epoch. No epoch starts once
+    `time_budget` seconds have passed, as in the pipeline's loop."""
     torch.manual_seed(seed)
     train_images, train_masks = load_split(voc, "train")
     val_images, val_masks = load_split(voc, "val")
@@ -64,4 +65,8 @@ def train_reference(voc: Path, num_classes: int, epochs: int, seed: int,
             optimizer.zero_grad()
             loss.backward()
             optimizer.step()
-        report(epoch, dataset_miou(model, val_images, val_masks, num_classes), time.perf_counter() - start)
+        miou = dataset_miou(model, val_images, val_masks, num_classes)
+        elapsed = time.perf_counter() - start  # validation included, as in the pipeline's epochs
+        report(epoch, miou, elapsed)
+        if time_budget is not None and elapsed >= time_budget:
+            break

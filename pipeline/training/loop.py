@@ -7,6 +7,7 @@ same MLflow run (see state.py). Under torchrun the same loop runs in every proce
 """
 from __future__ import annotations
 
+import time
 from contextlib import nullcontext
 from dataclasses import dataclass
 from pathlib import Path
@@ -150,11 +151,12 @@ def build_trainer(params: Params, processed_dir: Path, device: torch.device,
                    sync_batchnorm, class_names, image_size, thread_share)
 
 
-def train(params: Params, processed_dir: Path, outputs: TrainOutputs) -> dict:
+def train(params: Params, processed_dir: Path, outputs: TrainOutputs, time_budget: float | None = None) -> dict:
     """Run (or resume) the training loop with MLflow tracking; returns the best epoch's numbers.
 
     Under torchrun every process trains and validates its share; rank 0 alone writes the state, the
-    outputs and the MLflow run, and decides whether to resume."""
+    outputs and the MLflow run, and decides whether to resume. `time_budget` (seconds, a benchmark's knob
+    rather than a recipe param) ends the training early, as a finished one (see run_epochs)."""
     configure_torch(params.train)
     with share_cores(params.train.num_threads) as share, distributed.process_group(
             pick_device(params.train.device)) as device:
@@ -173,17 +175,20 @@ def train(params: Params, processed_dir: Path, outputs: TrainOutputs) -> dict:
                 log_run(params, flat_params, trainer, processed_dir)
             if main:
                 tracking.log_missing_epochs(run.info.run_id, state.history)
-            run_epochs(params, outputs, state, trainer)
+            run_epochs(params, outputs, state, trainer, time_budget)
             if main:
                 finish(params, outputs, state, trainer, processed_dir)
         distributed.barrier()  # the other processes end once rank 0 has written everything
     return state.best
 
 
-def run_epochs(params: Params, outputs: TrainOutputs, state: TrainState, trainer: Trainer) -> None:
+def run_epochs(params: Params, outputs: TrainOutputs, state: TrainState, trainer: Trainer,
+               time_budget: float | None = None) -> None:
     """The remaining epochs. Every process keeps the same bookkeeping (the rows are the same everywhere),
-    so all of them stop early together; rank 0 saves the state and logs the epoch."""
+    so all of them stop early together; rank 0 saves the state and logs the epoch. Once `time_budget`
+    seconds have passed since the first of these epochs started, no new one starts."""
     recipe = params.train
+    started = time.perf_counter()
     for epoch in range(state.epoch + 1, recipe.epochs + 1):
         if state.epochs_without_improvement >= recipe.early_stopping_patience > 0:
             if distributed.is_main():
@@ -192,14 +197,30 @@ def run_epochs(params: Params, outputs: TrainOutputs, state: TrainState, trainer
         row = trainer.run_epoch(epoch)
         state.record(row, trainer.model)
         state.epoch = epoch
-        if not distributed.is_main():
-            continue
-        if epoch == 1 or epoch % recipe.progress_every == 0:
-            state.snapshots.append((epoch, trainer.snapshot()))
-        state.model, state.optimizer = trainer.model.state_dict(), trainer.optimizer.state_dict()
-        state.scheduler = trainer.scheduler.state_dict()
-        state.save(outputs.state)
-        tracking.log_epoch(row)
+        if distributed.is_main():
+            save_epoch(params, outputs, state, trainer, row)
+        if epoch < recipe.epochs and budget_spent(started, time_budget):
+            if distributed.is_main():
+                print(f"time budget of {time_budget:g} s spent after epoch {epoch} of {recipe.epochs}", flush=True)
+            break
+
+
+def save_epoch(params: Params, outputs: TrainOutputs, state: TrainState, trainer: Trainer, row: dict) -> None:
+    """Rank 0's part of an epoch: the progress snapshot, the resumable state, the MLflow metrics."""
+    if row["epoch"] == 1 or row["epoch"] % params.train.progress_every == 0:
+        state.snapshots.append((row["epoch"], trainer.snapshot()))
+    state.model, state.optimizer = trainer.model.state_dict(), trainer.optimizer.state_dict()
+    state.scheduler = trainer.scheduler.state_dict()
+    state.save(outputs.state)
+    tracking.log_epoch(row)
+
+
+def budget_spent(started: float, time_budget: float | None) -> bool:
+    """Whether `time_budget` seconds have passed since `started`, by rank 0's clock: the processes' clocks
+    differ, and all of them must stop after the same epoch."""
+    if time_budget is None:
+        return False
+    return distributed.from_main(time.perf_counter() - started >= time_budget)
 
 
 def without_launch_params(flat_params: dict) -> dict:
