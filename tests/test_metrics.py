@@ -74,3 +74,10 @@ def test_nothing_counted_gives_nan_not_a_crash():
     scores = scores_from_confusion(np.zeros((3, 3), dtype=np.int64))
     assert math.isnan(scores["pixel_accuracy"]) and math.isnan(scores["miou"]) and math.isnan(scores["mean_accuracy"])
     assert all(math.isnan(value) for value in scores["per_class_iou"])
+
+
+def test_a_class_outside_the_range_is_refused_not_counted_elsewhere():
+    metrics = SegmentationMetrics(num_classes=4)
+    with pytest.raises(ValueError, match=r"targets hold classes outside 0..3"):
+        metrics.update(PREDICTION, TRUTH.masked_fill(TRUTH == 255, 7))
+    np.testing.assert_array_equal(metrics.confusion_matrix(), np.zeros((4, 4)))

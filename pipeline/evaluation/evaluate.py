@@ -26,7 +26,7 @@ from pipeline.data.labels import is_partially_labelled, labelled_matrix
 from pipeline.evaluation.metrics import SplitScores
 from pipeline.inference import predict_logits_many
 from pipeline.models.checkpoint import load_checkpoint
-from pipeline.training.device import pick_device
+from pipeline.training.device import memory_format, pick_device
 
 HEADLINE = ("miou", "pixel_accuracy", "mean_accuracy", "fw_iou")
 
@@ -56,7 +56,7 @@ def evaluate(processed_dir: Path, interim_dir: Path, model_path: Path, out_dir: 
 
     `settings` is the `evaluate` params block: batch_size, device, tta_hflip, tta_scales."""
     device = pick_device(settings.device)
-    model = load_checkpoint(model_path).to(device)
+    model = load_checkpoint(model_path).to(device, memory_format=memory_format(device, "fp32"))
     tta = {"hflip": settings.tta_hflip, "scales": settings.tta_scales}
     partial = is_partially_labelled(processed_dir, ("val",))
     image_size = read_manifest(processed_dir)["image_size"]

@@ -13,7 +13,6 @@ from collections.abc import Callable
 
 import numpy as np
 import torch
-from torchmetrics.classification import MulticlassConfusionMatrix
 
 from pipeline.data.labels import BACKGROUND, IGNORE_INDEX, merged_background
 from pipeline.inference import class_indices
@@ -25,19 +24,29 @@ class SegmentationMetrics:
 
     def __init__(self, num_classes: int, ignore_index: int = IGNORE_INDEX):
         self.num_classes = num_classes
-        # no implicit sync between processes: distributed validation sums explicitly (SplitScores.compute)
-        self.confusion = MulticlassConfusionMatrix(num_classes, ignore_index=ignore_index, sync_on_compute=False)
+        self.ignore_index = ignore_index
+        self.confusion = torch.zeros(num_classes * num_classes, dtype=torch.int64)
 
     def update(self, predictions: torch.Tensor, targets: torch.Tensor) -> None:
-        """predictions and targets: integer class maps of the same shape."""
-        self.confusion.update(predictions.flatten().cpu(), targets.flatten().cpu())
+        """predictions and targets: integer class maps of the same shape. One bincount of true * C + predicted
+        over the labelled pixels, as mmsegmentation's IoUMetric counts areas (torchmetrics' confusion matrix
+        does the same, but importing torchmetrics costs every stage 3 s: it imports torchvision's models)."""
+        predictions, targets = predictions.flatten().cpu().long(), targets.flatten().cpu().long()
+        labelled = targets != self.ignore_index
+        predictions, targets = predictions[labelled], targets[labelled]
+        for name, values in (("targets", targets), ("predictions", predictions)):
+            if len(values) and not 0 <= int(values.min()) <= int(values.max()) < self.num_classes:
+                raise ValueError(f"{name} hold classes outside 0..{self.num_classes - 1} "
+                                 f"(and {self.ignore_index} in targets): {sorted(set(values.unique().tolist()))[:10]}")
+        self.confusion += torch.bincount(targets * self.num_classes + predictions,
+                                         minlength=self.num_classes * self.num_classes)
 
     def reset(self) -> None:
-        self.confusion.reset()
+        self.confusion.zero_()
 
     def confusion_matrix(self) -> np.ndarray:
         """Rows are the true class, columns the predicted class, entries pixel counts."""
-        return self.confusion.compute().numpy().astype(np.int64)
+        return self.confusion.reshape(self.num_classes, self.num_classes).numpy().astype(np.int64)
 
     def compute(self) -> dict:
         confusion = self.confusion_matrix()

@@ -28,7 +28,7 @@ from pipeline.models.registry import build_model, count_parameters, rebuild_para
 from pipeline.models.segmenter import SegmentationModel
 from pipeline.paths import TrainOutputs
 from pipeline.training import distributed, reports
-from pipeline.training.device import autocast, pick_device, pick_precision
+from pipeline.training.device import autocast, memory_format, pick_device, pick_precision
 from pipeline.training.optim import Schedule
 from pipeline.training.setup import (
     TrainData,
@@ -95,7 +95,7 @@ class Trainer:
             if self.thread_share:
                 self.thread_share.refresh()
             images, masks, labelled = (part.to(self.device, non_blocking=True) for part in (images, masks, labelled))
-            images = images.contiguous(memory_format=memory_format(self.precision))
+            images = images.contiguous(memory_format=memory_format(self.device, self.precision))
             self.optimizer.zero_grad(set_to_none=True)
             with autocast(self.device, self.precision):
                 logits = self.network(images)
@@ -118,7 +118,7 @@ class Trainer:
         with autocast(self.device, self.precision):
             return score_loader(self.model, self.data.val_loader, self.device, len(self.class_names),
                                 self.data.partial, loss_fn=self.loss_fn, total=distributed.sum_over_processes,
-                                memory_format=memory_format(self.precision))
+                                memory_format=memory_format(self.device, self.precision))
 
     def snapshot(self) -> torch.Tensor:
         """Predictions on the fixed progress images, for the GIF."""
@@ -252,13 +252,8 @@ def resolved_settings(trainer: Trainer) -> dict:
             "sync_batchnorm": trainer.sync_batchnorm, "num_workers": trainer.data.train_loader.num_workers}
 
 
-def memory_format(precision: str) -> torch.memory_format:
-    """channels_last only with autocast: it speeds up bf16/fp16 convolutions and slows fp32 ones on CPUs."""
-    return torch.channels_last if precision != "fp32" else torch.contiguous_format
-
-
 def to_device(model: nn.Module, device: torch.device, precision: str) -> nn.Module:
-    return model.to(device, memory_format=memory_format(precision))
+    return model.to(device, memory_format=memory_format(device, precision))
 
 
 def resume_or_start(path: Path, identity: str) -> TrainState:
