@@ -204,7 +204,7 @@ class DistributedParams(_Block):
 
 
 class TrainParams(_Block):
-    epochs: Count = 12
+    epochs: Count = 4
     batch_size: Count = 4
     optimizer: OptimizerName = "adamw"
     lr: Annotated[PositiveFloat | Literal["auto"], _or_auto("a float > 0")] = "auto"  # auto: models.<model>.lr
