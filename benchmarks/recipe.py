@@ -1,6 +1,6 @@
 """Real-data recipe benchmark: the pipeline's default recipe for each model against a plain PyTorch reference.
 
-    python -m benchmarks.recipe [--root ../shared/data/msrc_v2] [--epochs 12] [--seed 42] [--seeds N]
+    python -m benchmarks.recipe [--root ../shared/data/msrc_v2] [--epochs N] [--seed 42] [--seeds N]
                                 [--budget SECONDS]
 
 On a VOC-layout folder it trains (a) the plain reference of benchmarks/recipe_reference.py and (b) each
@@ -15,8 +15,9 @@ so every model starts from scratch like the reference.
 `--seeds N` runs every entry with seeds `--seed` .. `--seed`+N-1: one run moves best mIoU by a few
 hundredths, as much as some recipe changes do. `--budget SECONDS` compares the entries at equal training
 time rather than equal epochs: no run (the reference included) starts an epoch once that many seconds have
-passed, and only epochs that ended within the budget count. `--epochs` still sets the schedule (the lr
-decay) that the budget cuts short. The issue's comparison, at fp32 on 2 cores:
+passed, and only epochs that ended within the budget count. The models train the schedule params.yaml gives
+them (`--epochs` overrides it), which the default recipe sizes to end within ten minutes on MSRC-sized data; the
+reference, whose lr is constant, trains until the budget ends. Ten minutes at fp32 on 2 cores:
 
     python -m benchmarks.recipe --budget 600 --seeds 3 -S train.precision=fp32
 
@@ -50,6 +51,7 @@ from pipeline.training.loop import train
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 REFERENCE = "reference"
+UNLIMITED_EPOCHS = 10_000  # the reference under --budget: the budget ends it
 BENCHMARKED = ("unet", "resnet34_unet", "multiscale_unet")  # the models the issue names; any of MODELS works
 Results = dict[str, dict[int, list[dict]]]  # entry -> seed -> rows of {epoch, val_miou, seconds}
 
@@ -64,14 +66,14 @@ class Summary:
     seconds: float  # mean wall-clock to the last epoch that counts
 
 
-def pipeline_params(model: str, root: Path, epochs: int, seed: int, tracking_uri: str,
+def pipeline_params(model: str, root: Path, epochs: int | None, seed: int, tracking_uri: str,
                     overrides: tuple[str, ...] = ()) -> Params:
     """params.yaml as `dvc exp run -S model=... -S data.dataset=voc_layout -S data.root=... [-S overrides]`
-    would give it."""
+    would give it (with `train.epochs` set only when `epochs` is given)."""
     raw = yaml.safe_load((REPO_ROOT / "params.yaml").read_text())
     raw["model"] = model
     raw["data"].update(dataset="voc_layout", root=str(root))
-    raw["train"].update(epochs=epochs, seed=seed)
+    raw["train"].update(seed=seed, **({"epochs": epochs} if epochs else {}))
     raw["mlflow"] = {"tracking_uri": tracking_uri, "experiment": "recipe-benchmark"}
     if "encoder_weights" in raw["models"][model]:
         raw["models"][model]["encoder_weights"] = "none"
@@ -115,11 +117,19 @@ def run_pipeline_model(model: str, seed: int, processed: Path, work: Path, args)
         max_results=1)[0].info.run_id)
 
 
+def reference_epochs(args) -> int:
+    """`--epochs`, else params.yaml's; under a budget the reference, which has a constant lr and no schedule to
+    complete, trains until the budget ends."""
+    if args.epochs:
+        return args.epochs
+    return UNLIMITED_EPOCHS if args.budget is not None else load_params(REPO_ROOT / "params.yaml").train.epochs
+
+
 def run_reference(seed: int, args) -> list[dict]:
     rows = []
     num_classes = len(read_custom_voc(args.root, None).classes)
     train_reference(args.root / "VOCdevkit" / "VOC2012" if (args.root / "VOCdevkit").is_dir() else args.root,
-                    num_classes, args.epochs, seed,
+                    num_classes, reference_epochs(args), seed,
                     lambda epoch, miou, seconds: rows.append({"epoch": epoch, "val_miou": miou, "seconds": seconds}),
                     time_budget=args.budget)
     return rows
@@ -192,7 +202,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--root", type=Path, default=REPO_ROOT.parent / "shared" / "data" / "msrc_v2",
                         help="a VOC-layout folder with classes.txt (default: ../shared/data/msrc_v2)")
-    parser.add_argument("--epochs", type=int, default=12)
+    parser.add_argument("--epochs", type=int, help="the schedule's length (default: params.yaml's train.epochs)")
     parser.add_argument("--seed", type=int, default=42)
     parser.add_argument("--seeds", type=int, default=1, help="runs per entry, with seeds --seed, --seed+1, ...")
     parser.add_argument("--budget", type=float, metavar="SECONDS",

@@ -2,13 +2,15 @@
 from pipeline import paths, tracking
 from pipeline.config import Params
 from pipeline.evaluation.evaluate import evaluate
+from pipeline.training.threads import ThreadShare
 from stages.cli import run_stage
 
 
 def main(params: Params) -> None:
     dataset, out_dir = params.data.dataset, paths.eval_dir()
-    metrics = evaluate(paths.processed_dir(dataset), paths.interim_dir(dataset), paths.model_file(), out_dir,
-                       params.evaluate)
+    with ThreadShare():  # a queue worker's evaluation runs beside another's training: share the cores likewise
+        metrics = evaluate(paths.processed_dir(dataset), paths.interim_dir(dataset), paths.model_file(), out_dir,
+                           params.evaluate)
     tracking.attach_to_run(params.mlflow, paths.model_file(),
                            {f"eval_{name}": value for name, value in metrics.items()}, sorted(out_dir.iterdir()),
                            "reports/eval")

@@ -72,3 +72,8 @@ def test_refresh_follows_the_share_as_trainings_start(tmp_path, monkeypatch):
 def test_a_fixed_thread_count_holds_no_slot():
     with share_cores(3) as share:
         assert share is None
+
+
+def test_the_slot_folder_is_shared_by_every_user_of_the_machine(tmp_path):
+    with ThreadShare(tmp_path / "slots", cores=2):
+        assert (tmp_path / "slots").stat().st_mode & 0o7777 == 0o1777

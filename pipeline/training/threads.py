@@ -45,7 +45,9 @@ class ThreadShare:
 
     def _claim(self) -> int:
         """An exclusive lock on the first free slot file, held open until release or death."""
-        self.slot_dir.mkdir(mode=0o1777, parents=True, exist_ok=True)  # sticky and shared, like /tmp itself
+        self.slot_dir.mkdir(parents=True, exist_ok=True)
+        if self.slot_dir.stat().st_uid == os.getuid():
+            self.slot_dir.chmod(0o1777)  # every user's trainings count (sticky, like /tmp); mkdir's mode obeys umask
         for index in range(MAX_SLOTS):
             handle = os.open(self.slot_dir / f"slot-{index}", os.O_RDONLY | os.O_CREAT, 0o644)
             try:
