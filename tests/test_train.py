@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -28,7 +29,7 @@ from pipeline.data.sources.voc import read_custom_voc
 from pipeline.evaluation.evaluate import evaluate
 from pipeline.models.checkpoint import load_checkpoint
 from pipeline.paths import TrainOutputs
-from pipeline.training.loop import train
+from pipeline.training.loop import TrainingDiverged, train
 
 pytestmark = pytest.mark.slow  # trains models and runs real MLflow stores
 
@@ -92,13 +93,27 @@ def test_training_learns_and_writes_every_output(synthetic_data, tmp_path):
     assert list(progress["epochs"]) == [1, 2, 4] and progress["predictions"].shape[1:] == (4, 64, 64)
 
 
+def test_a_val_split_without_labelled_pixels_stops_the_training_with_a_failed_run(synthetic_data, tmp_path):
+    _, processed = synthetic_data
+    shutil.copytree(processed, tmp_path / "processed")
+    masks = np.load(tmp_path / "processed/val_masks.npy")
+    np.save(tmp_path / "processed/val_masks.npy", np.full_like(masks, 255))  # every val pixel ignored
+    with pytest.raises(TrainingDiverged, match=r"^epoch 1: val_miou is nan, val_pixel_accuracy is nan: no pixel of "
+                                               r"the val split is labelled"):
+        train(tiny_params(tmp_path), tmp_path / "processed", outputs(tmp_path))
+    client = mlflow.MlflowClient(f"sqlite:///{tmp_path / 'mlflow.db'}")
+    (run,) = client.search_runs([client.get_experiment_by_name("tests").experiment_id])
+    assert run.info.status == "FAILED" and run.data.metrics == {}
+    assert client.search_model_versions() == [] and not outputs(tmp_path).metrics.exists()
+
+
 TRAIN_SCRIPT = """
 import sys, json
 sys.path.insert(0, {repo!r})
 from pathlib import Path
 from pipeline.config import Params, parse
 from pipeline.paths import TrainOutputs
-from pipeline.training.loop import train
+from pipeline.training.loop import TrainingDiverged, train
 from stages.cli import interrupt_on_sigterm
 interrupt_on_sigterm()
 params = parse(Params, json.loads({params!r}), "")
