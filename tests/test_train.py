@@ -156,6 +156,21 @@ def test_killed_training_resumes_at_the_next_epoch_in_the_same_mlflow_run(synthe
     assert len(runs) == 1
 
 
+def test_temporaries_a_killed_training_left_are_removed_by_the_next(synthetic_data, tmp_path, capsys):
+    _, processed = synthetic_data
+    outs = outputs(tmp_path)
+    stale = [outs.state.parent / ".train_state.pt.k3_x9q2a.tmp", outs.model.parent / ".model.pt.0a1b2c3d.tmp",
+             outs.history.parent / ".history.csv.zz_00000.tmp"]  # what SIGKILL mid-write leaves: no finally ran
+    for file in stale:
+        file.parent.mkdir(parents=True, exist_ok=True)
+        file.write_bytes(bytes(4096))
+    unrelated = outs.state.parent / ".train_state.pt.backup"
+    unrelated.write_bytes(b"not ours")
+    train(tiny_params(tmp_path, epochs=1), processed, outs)
+    assert not any(file.exists() for file in stale) and unrelated.exists()
+    assert "removed 3 temporary files a killed training left" in capsys.readouterr().out
+
+
 def test_sigterm_closes_the_mlflow_run_as_killed(synthetic_data, tmp_path):
     _, processed = synthetic_data
     process, outs = start_training_process(tmp_path, processed, tiny_params(tmp_path, epochs=12))

@@ -8,6 +8,7 @@ a diverged model must reach neither the reports nor the registry.
 """
 from __future__ import annotations
 
+import dataclasses
 import math
 import time
 from contextlib import nullcontext
@@ -19,7 +20,7 @@ import torch
 from torch import nn
 from tqdm import tqdm
 
-from pipeline import tracking
+from pipeline import atomic, tracking
 from pipeline.config import Params, active, flatten
 from pipeline.data.dataset import read_manifest
 from pipeline.errors import UserError
@@ -176,6 +177,8 @@ def train(params: Params, processed_dir: Path, outputs: TrainOutputs, time_budge
     with share_cores(params.train.num_threads) as share, distributed.process_group(
             pick_device(params.train.device)) as device:
         main = distributed.is_main()
+        if main:
+            remove_stale_temporaries(outputs)
         # before init_from, which may name a model in the store
         experiment_id = tracking.setup_experiment(params.mlflow) if main else None
         trainer = build_trainer(params, processed_dir, device, share)
@@ -201,6 +204,14 @@ def train(params: Params, processed_dir: Path, outputs: TrainOutputs, time_budge
             raise
         distributed.barrier()  # the other processes end once rank 0 has written everything
     return state.best
+
+
+def remove_stale_temporaries(outputs: TrainOutputs) -> None:
+    """Half-written outputs of a training killed mid-write (a full training state each), removed before this
+    one starts so that they cannot pile up."""
+    removed = [file for path in dataclasses.astuple(outputs) for file in atomic.remove_stale_temporaries(path)]
+    if removed:
+        print(f"removed {len(removed)} temporary files a killed training left: {', '.join(map(str, removed))}")
 
 
 def run_epochs(params: Params, outputs: TrainOutputs, state: TrainState, trainer: Trainer,
