@@ -213,6 +213,8 @@ class ModelsParams(_Block):
 assert set(MODELS) == set(ModelsParams.model_fields), "ModelName and the blocks of ModelsParams differ"
 PRETRAINED_MODELS = tuple(name for name, info in ModelsParams.model_fields.items()
                           if "encoder_weights" in info.annotation.model_fields)
+POOLING_MODELS = tuple(name for name, info in ModelsParams.model_fields.items()  # halve their input `depth` times
+                       if "depth" in info.annotation.model_fields)
 
 
 class DistributedParams(_Block):
@@ -339,6 +341,29 @@ class Params(_Block):
             raise _invalid("models.smp.encoder", f"unknown encoder {quote(name)}{hint}; segmentation_models_pytorch."
                                                  f"encoders.get_encoder_names() lists the {len(names)} allowed")
         return self
+
+    @model_validator(mode="after")
+    def _depth_fits_the_inputs(self) -> Params:
+        """A U-Net pools its input `depth` times, so a side under 2**depth pixels fails in the first training step
+        (or evaluation), after the MLflow run has started: said here instead, naming what makes the input small."""
+        if self.model not in POOLING_MODELS:
+            return self
+        depth = self.model_params().depth
+        size, key = self._smallest_input()
+        if 2**depth > size:
+            raise _invalid(f"models.{self.model}.depth", f"{depth} halves the input {depth} times, so a side needs "
+                           f"at least {2**depth} pixels, but {{0}} gives {size}; use a depth of at most "
+                           f"{size.bit_length() - 1}", key)
+        return self
+
+    def _smallest_input(self) -> tuple[int, str]:
+        """The smallest side a model sees (training crops, test-time scales) and the key that sets it."""
+        size = self.data.image_size
+        smallest_scale = round(size * min(self.evaluate.tta_scales))
+        inputs = [(size, "data.image_size"), (max(1, smallest_scale), "evaluate.tta_scales")]
+        if 0 < self.augment.crop_size < size:
+            inputs.append((self.augment.crop_size, "augment.crop_size"))
+        return min(inputs)
 
     @model_validator(mode="after")
     def _freezing_needs_a_pretrained_encoder(self) -> Params:

@@ -165,6 +165,14 @@ def test_out_of_range_values_name_the_key_and_the_bound(raw, message):
     ({"train": {"freeze_encoder_epochs": 2}},
      "train.freeze_encoder_epochs: 2 needs a model with a pretrained encoder (resnet34_unet, smp), got model: unet"),
     ({"model": "multiscale_unet", "train": {"freeze_encoder_epochs": 1}}, "got model: multiscale_unet"),
+    ({"data": {"image_size": 64}, "models": {"unet": {"depth": 7}}},
+     "models.unet.depth: 7 halves the input 7 times, so a side needs at least 128 pixels, but data.image_size "
+     "gives 64; use a depth of at most 6"),
+    ({"model": "multiscale_unet", "data": {"image_size": 64}, "augment": {"crop_size": 32},
+      "models": {"multiscale_unet": {"depth": 6}}}, "models.multiscale_unet.depth: 6 halves the input 6 times, so a "
+                                                    "side needs at least 64 pixels, but augment.crop_size gives 32"),
+    ({"data": {"image_size": 64}, "augment": {"crop_size": 0}, "evaluate": {"tta_scales": [0.75, 1.0]},
+      "models": {"unet": {"depth": 6}}}, "but evaluate.tta_scales gives 48; use a depth of at most 5"),
 ])
 def test_cross_field_rules_name_both_keys(raw, message):
     with pytest.raises(ConfigError) as error:
@@ -180,6 +188,8 @@ def test_values_on_the_allowed_side_of_each_bound_pass():
     assert params.augment.crop_size == params.data.image_size == 16 and params.train.freeze_encoder_epochs == 3
     whole_images = {"crop_size": 0, "crops_per_image": 1}
     assert parse(Params, {"data": {"image_size": 64}, "augment": whole_images}, "").augment.crop_size == 0
+    deepest = {"data": {"image_size": 64}, "augment": whole_images, "models": {"unet": {"depth": 6}}}
+    assert parse(Params, deepest, "").models.unet.depth == 6  # pools 64 pixels down to 1
 
 
 def test_a_block_parsed_alone_names_its_keys_from_the_given_prefix():

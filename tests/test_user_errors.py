@@ -30,15 +30,14 @@ def without_mlflow_settings(environment: os._Environ) -> dict:
     return {name: value for name, value in environment.items() if not name.startswith("MLFLOW_")}
 
 
-def tiny_training(project: Path, **train) -> str:
-    """params.yaml text for a tiny training in `project`, whose processed synthetic data is made here."""
+def tiny_training(project: Path) -> dict:
+    """The params of a tiny training in `project`, whose processed synthetic data is made here."""
     processed_synthetic(project / "generated", num_train=8, num_val=4, seed=1)
     (project / "data" / "processed").mkdir(parents=True)
     (project / "generated" / "processed").rename(project / "data" / "processed" / "synthetic")
-    return yaml.safe_dump({
-        "data": {"image_size": 64}, "models": {"unet": {"base_channels": 4, "depth": 2}},
-        "train": {"epochs": 2, "batch_size": 4, **train}, "augment": {"crop_size": 0, "crops_per_image": 1},
-        "mlflow": {"tracking_uri": f"sqlite:///{project / 'mlflow.db'}", "experiment": "tests"}})
+    return {"data": {"image_size": 64}, "models": {"unet": {"base_channels": 4, "depth": 2}},
+            "train": {"epochs": 2, "batch_size": 4}, "augment": {"crop_size": 0, "crops_per_image": 1},
+            "mlflow": {"tracking_uri": f"sqlite:///{project / 'mlflow.db'}", "experiment": "tests"}}
 
 
 @pytest.mark.slow  # starts a fresh interpreter
@@ -59,7 +58,9 @@ def test_an_unusable_mlflow_store_is_named(tmp_path: Path):
 
 @pytest.mark.slow  # trains in a fresh interpreter
 def test_a_diverged_training_is_one_line_a_failed_run_and_nothing_registered(tmp_path: Path):
-    result = run_stage("train", tmp_path, tiny_training(tmp_path, lr=1e6))
+    params = tiny_training(tmp_path)
+    params["train"]["lr"] = 1e6
+    result = run_stage("train", tmp_path, yaml.safe_dump(params))
     assert result.returncode != 0 and "Traceback" not in result.stderr, result.stderr
     (line,) = [line for line in result.stderr.splitlines() if line.startswith("error")]
     assert re.fullmatch(r"error: training diverged in epoch 1 \((train|val)_loss is nan[^)]*\): lower train\.lr "
@@ -71,3 +72,21 @@ def test_a_diverged_training_is_one_line_a_failed_run_and_nothing_registered(tmp
     assert client.search_registered_models() == [] and client.search_model_versions() == []
     assert not any((tmp_path / name).exists() for name in ("reports/train/metrics.json", "reports/train/history.csv",
                                                            "models/model.pt", "models/train_state.pt"))
+
+
+@pytest.mark.slow  # starts a fresh interpreter
+@pytest.mark.parametrize("section, key, value, message", [
+    ("train", "class_weights", [1.0, 2.0],
+     "error: train.class_weights: 2 values for the 6 classes of data/processed/synthetic (['background', 'disc', "
+     "'square', 'triangle', 'star', 'cross']); give one weight per class, in that order, or balanced"),
+    ("models", "unet", {"base_channels": 4, "depth": 7},
+     "error in params.yaml: models.unet.depth: 7 halves the input 7 times, so a side needs at least 128 pixels, but "
+     "data.image_size gives 64; use a depth of at most 6"),
+])
+def test_params_that_cannot_fit_the_data_are_one_line_before_any_run(tmp_path: Path, section, key, value, message):
+    params = tiny_training(tmp_path)
+    params[section][key] = value
+    result = run_stage("train", tmp_path, yaml.safe_dump(params))
+    assert result.returncode != 0
+    assert result.stderr.strip().splitlines() == [message]
+    assert not (tmp_path / "mlflow.db").exists()  # no store opened, so no run left FAILED

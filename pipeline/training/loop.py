@@ -40,6 +40,7 @@ from pipeline.training.setup import (
     build_optimization,
     build_segmentation_model,
     build_training_loss,
+    check_params_against_data,
     configure_torch,
     seed_everything,
 )
@@ -173,6 +174,7 @@ def train(params: Params, processed_dir: Path, outputs: TrainOutputs, time_budge
     Under torchrun every process trains and validates its share; rank 0 alone writes the state, the
     outputs and the MLflow run, and decides whether to resume. `time_budget` (seconds, a benchmark's knob
     rather than a recipe param) ends the training early, as a finished one (see run_epochs)."""
+    check_params_against_data(params, read_manifest(processed_dir), processed_dir)
     configure_torch(params.train)
     with share_cores(params.train.num_threads) as share, distributed.process_group(
             pick_device(params.train.device)) as device:
