@@ -51,7 +51,7 @@ def start_writer(path: Path) -> tuple[subprocess.Popen, Path]:
     return process, Path(process.stdout.readline().strip())
 
 
-def test_temporary_files_of_a_killed_writer_are_removed_but_not_a_live_writers(tmp_path: Path):
+def test_a_killed_writers_temporary_is_removed_and_a_live_writers_is_kept(tmp_path: Path):
     state = tmp_path / "train_state.pt"
     killed, stale = start_writer(state)
     live, writing = start_writer(state)
