@@ -1,6 +1,8 @@
 """Write-then-rename helpers, so a failing stage never leaves a half-written output behind."""
 from __future__ import annotations
 
+import fcntl
+import glob
 import os
 import shutil
 import tempfile
@@ -17,18 +19,46 @@ def current_umask() -> int:
 
 @contextmanager
 def atomic_path(path: Path) -> Iterator[Path]:
-    """Yield a temporary file beside `path`; it replaces `path` only if the block succeeds."""
+    """Yield a temporary file beside `path`; it replaces `path` only if the block succeeds. The temporary is
+    flock-ed until then, which tells it from one a killed process left (see remove_stale_temporaries)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(fd)
     tmp = Path(name)
-    tmp.chmod(0o666 & ~current_umask())  # mkstemp makes files private; the output is an ordinary file
     try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        tmp.chmod(0o666 & ~current_umask())  # mkstemp makes files private; the output is an ordinary file
         yield tmp
         os.replace(tmp, path)
     finally:
         tmp.unlink(missing_ok=True)
+        os.close(fd)
+
+
+def remove_stale_temporaries(path: Path) -> list[Path]:
+    """Remove the temporary files of `path` that atomic_path left in a process killed mid-write (SIGKILL runs no
+    `finally`); returns them. Only its own names (`.<name>.` + mkstemp's 8 characters + `.tmp`) are touched,
+    and a file still locked is being written by a live process and stays."""
+    path = Path(path)
+    pattern = f".{glob.escape(path.name)}.{'?' * 8}.tmp"
+    return [stale for stale in sorted(path.parent.glob(pattern)) if stale.is_file() and remove_unless_locked(stale)]
+
+
+def remove_unless_locked(file: Path) -> bool:
+    """Delete `file` unless another open file holds a flock on it; the lock is held while deleting."""
+    try:
+        fd = os.open(file, os.O_RDONLY | os.O_NOFOLLOW)
+    except OSError:
+        return False
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        return False
+    else:
+        file.unlink(missing_ok=True)
+        return True
+    finally:
+        os.close(fd)
 
 
 @contextmanager

@@ -5,10 +5,14 @@ blocks; this module only words its errors. Checked: unknown keys (with a did-you
 ints and float-like strings such as YAML's 1e-3 are accepted for floats), the allowed names, value ranges and
 cross-field rules (warmup vs epochs, freezing needs a pretrained encoder).
 Every problem found becomes one ConfigError whose lines each name the dotted key, e.g. `train.lr: must be > 0`.
+Nothing in the file can exhaust the machine: YAML aliases that would repeat thousands of values are refused
+before anything walks them, and a message quotes at most QUOTE_LIMIT characters of a value.
 """
 from __future__ import annotations
 
 import difflib
+import math
+import reprlib
 import typing
 from pathlib import Path
 from typing import Annotated, Any, Literal, TypeVar
@@ -52,6 +56,21 @@ class ConfigError(UserError, ValueError):
     """A parameter in params.yaml is missing, misspelt, of the wrong type or not an allowed value."""
 
 
+QUOTE_LIMIT = 200  # characters of a value a message quotes: a value may be a megabyte of text or a huge list
+MAX_ERROR_LINES = 10  # one per problem: a list of a million bad items would give a million
+_SHORT_REPR = reprlib.Repr()  # a few items of each container, without writing out the whole value first
+_SHORT_REPR.maxlevel, _SHORT_REPR.maxstring, _SHORT_REPR.maxother = 2, QUOTE_LIMIT, QUOTE_LIMIT
+
+
+def quote(value: Any) -> str:
+    """repr(value) for a message, at most QUOTE_LIMIT characters."""
+    return _cut(_SHORT_REPR.repr(value))
+
+
+def _cut(text: str) -> str:
+    return text if len(text) <= QUOTE_LIMIT else text[:QUOTE_LIMIT - 3] + "..."
+
+
 def _float_from_text(value: Any) -> Any:
     """PyYAML reads `1e-3` (no dot) as the string '1e-3': accept any string that parses as a float."""
     if isinstance(value, str):
@@ -86,7 +105,7 @@ def _or_auto(expected: str) -> WrapValidator:
         try:
             return handler(value)
         except ValidationError:
-            raise _invalid("", f"expected {expected} or auto, got {value!r}") from None
+            raise _invalid("", f"expected {expected} or auto, got {quote(value)}") from None
 
     return WrapValidator(validate)
 
@@ -194,6 +213,8 @@ class ModelsParams(_Block):
 assert set(MODELS) == set(ModelsParams.model_fields), "ModelName and the blocks of ModelsParams differ"
 PRETRAINED_MODELS = tuple(name for name, info in ModelsParams.model_fields.items()
                           if "encoder_weights" in info.annotation.model_fields)
+POOLING_MODELS = tuple(name for name, info in ModelsParams.model_fields.items()  # halve their input `depth` times
+                       if "depth" in info.annotation.model_fields)
 
 
 class DistributedParams(_Block):
@@ -236,7 +257,7 @@ class TrainParams(_Block):
     @classmethod
     def _some_weight_positive(cls, weights: list[float] | str | None) -> list[float] | str | None:
         if isinstance(weights, list) and sum(weights) <= 0:
-            raise _invalid("", f"expected non-negative weights, not all zero; got {weights}")
+            raise _invalid("", f"expected non-negative weights, not all zero; got {quote(weights)}")
         return weights
 
     @model_validator(mode="after")
@@ -317,9 +338,32 @@ class Params(_Block):
         if name not in names:
             close = difflib.get_close_matches(name, names, n=1)
             hint = f" (did you mean '{close[0]}'?)" if close else ""
-            raise _invalid("models.smp.encoder", f"unknown encoder {name!r}{hint}; segmentation_models_pytorch."
+            raise _invalid("models.smp.encoder", f"unknown encoder {quote(name)}{hint}; segmentation_models_pytorch."
                                                  f"encoders.get_encoder_names() lists the {len(names)} allowed")
         return self
+
+    @model_validator(mode="after")
+    def _depth_fits_the_inputs(self) -> Params:
+        """A U-Net pools its input `depth` times, so a side under 2**depth pixels fails in the first training step
+        (or evaluation), after the MLflow run has started: said here instead, naming what makes the input small."""
+        if self.model not in POOLING_MODELS:
+            return self
+        depth = self.model_params().depth
+        size, key = self._smallest_input()
+        if 2**depth > size:
+            raise _invalid(f"models.{self.model}.depth", f"{depth} halves the input {depth} times, so a side needs "
+                           f"at least {2**depth} pixels, but {{0}} gives {size}; use a depth of at most "
+                           f"{size.bit_length() - 1}", key)
+        return self
+
+    def _smallest_input(self) -> tuple[int, str]:
+        """The smallest side a model sees (training crops, test-time scales) and the key that sets it."""
+        size = self.data.image_size
+        smallest_scale = round(size * min(self.evaluate.tta_scales))
+        inputs = [(size, "data.image_size"), (max(1, smallest_scale), "evaluate.tta_scales")]
+        if 0 < self.augment.crop_size < size:
+            inputs.append((self.augment.crop_size, "augment.crop_size"))
+        return min(inputs)
 
     @model_validator(mode="after")
     def _freezing_needs_a_pretrained_encoder(self) -> Params:
@@ -332,12 +376,52 @@ class Params(_Block):
 Block = TypeVar("Block", bound=BaseModel)
 
 
+MAX_ALIAS_COPIES = 10_000  # values YAML aliases may add to a params file, which holds a few hundred in all
+
+
+class AliasBomb(yaml.YAMLError):
+    """A YAML document whose aliases repeat more than MAX_ALIAS_COPIES values."""
+
+
+class BoundedLoader(yaml.SafeLoader):
+    """SafeLoader that refuses a "billion laughs": PyYAML builds an aliased value once and shares it, but
+    validating or quoting the data walks every copy (nine levels of ten aliases: 10**9 values, minutes, GBs).
+    A long list written out is no threat: the file's own size bounds it."""
+
+    def compose_document(self) -> yaml.Node:
+        document = super().compose_document()
+        sizes: dict[int, float] = {}
+        if expanded_size(document, sizes) - len(sizes) > MAX_ALIAS_COPIES:
+            raise AliasBomb(f"its YAML aliases (*name) repeat more than {MAX_ALIAS_COPIES:,} values; a params file "
+                            "holds a few hundred: write the values out")
+        return document
+
+
+def expanded_size(node: yaml.Node, sizes: dict[int, float]) -> float:
+    """The values under `node` with every alias written out (an alias counts its target's values again); a value
+    that contains itself has infinitely many. `sizes` holds the count of each distinct node once known, so this
+    takes the document's own size in steps, however far it expands."""
+    if id(node) in sizes:
+        return sizes[id(node)]
+    sizes[id(node)] = math.inf  # until counted: an alias back to a node being counted is a cycle
+    if isinstance(node, yaml.MappingNode):
+        children = [child for pair in node.value for child in pair]
+    else:
+        children = node.value if isinstance(node, yaml.SequenceNode) else []
+    sizes[id(node)] = 1 + sum(expanded_size(child, sizes) for child in children)
+    return sizes[id(node)]
+
+
 def load_params(path: Path | str = "params.yaml") -> Params:
     path = Path(path)
     try:
-        raw = yaml.safe_load(path.read_text()) or {}
+        raw = yaml.load(path.read_text(), Loader=BoundedLoader) or {}
+    except AliasBomb as error:
+        raise ConfigError(f"{path}: {error}") from None
     except yaml.YAMLError as error:
         raise ConfigError(f"{path}: not valid YAML ({error})") from error
+    except RecursionError:
+        raise ConfigError(f"{path}: values nested too deeply to read") from None
     return parse(Params, raw, "")
 
 
@@ -346,8 +430,11 @@ def parse(cls: type[Block], raw: Any, key: str) -> Block:
     try:
         return cls.model_validate(raw)
     except ValidationError as error:
-        lines = [_describe(cls, _without_union_tags(e), key) for e in error.errors(include_url=False)]
-        raise ConfigError("\n".join(dict.fromkeys(lines))) from None
+        errors = error.errors(include_url=False)
+        lines = list(dict.fromkeys(_describe(cls, _without_union_tags(e), key) for e in errors[:MAX_ERROR_LINES]))
+        if len(errors) > MAX_ERROR_LINES:
+            lines.append(f"... and {len(errors) - MAX_ERROR_LINES} more")
+        raise ConfigError("\n".join(lines)) from None
 
 
 def as_dict(block: BaseModel) -> dict[str, Any]:
@@ -398,22 +485,24 @@ def _describe(cls: type[BaseModel], error: dict[str, Any], key: str) -> str:
         return _unknown_key(_annotation_at(cls, loc[:-1]), _join(_dotted(key, loc[:-1]), str(loc[-1])))
     if kind == "config":
         prefix = _dotted(key, loc)
-        detail = ctx["detail"].format(*(_join(prefix, name) for name in ctx["related"]))
+        detail = ctx["detail"]  # not str.format: a quoted value may hold braces
+        for index, name in enumerate(ctx["related"]):
+            detail = detail.replace(f"{{{index}}}", _join(prefix, name))
         return f"{_join(prefix, ctx['field']) or 'params.yaml'}: {detail}"
     if kind == "literal_error" and (allowed := _literal_values(_annotation_at(cls, loc))):
-        return f"{where}: {value!r} is not allowed; choose one of {', '.join(map(str, allowed))}"
+        return f"{where}: {quote(value)} is not allowed; choose one of {', '.join(map(str, allowed))}"
     if kind in _MAPPING_ERRORS:
         names = ", ".join(getattr(_annotation_at(cls, loc), "model_fields", ()))
-        return f"{where}: expected a mapping with keys {names}, got {value!r}"
+        return f"{where}: expected a mapping with keys {names}, got {quote(value)}"
     if kind in _EXPECTED:
-        return f"{where}: expected {_EXPECTED[kind]}, got {value!r}"
+        return f"{where}: expected {_EXPECTED[kind]}, got {quote(value)}"
     if kind in _BOUNDS:
         name, sign = _BOUNDS[kind]
-        return f"{where}: must be {sign} {ctx[name]}, got {value!r}"
+        return f"{where}: must be {sign} {ctx[name]}, got {quote(value)}"
     if kind == "too_short":
         need = "must not be empty" if ctx["min_length"] == 1 else f"needs at least {ctx['min_length']} items"
-        return f"{where}: {need}, got {value!r}"
-    return f"{where}: {error['msg']}, got {value!r}"
+        return f"{where}: {need}, got {quote(value)}"
+    return f"{where}: {error['msg']}, got {quote(value)}"
 
 
 def _without_union_tags(error: dict[str, Any]) -> dict[str, Any]:
@@ -425,7 +514,7 @@ def _unknown_key(model: Any, key: str) -> str:
     names = list(getattr(model, "model_fields", ()))
     close = difflib.get_close_matches(key.rpartition(".")[2], names, n=1)
     hint = f" (did you mean '{close[0]}'?)" if close else ""
-    return f"{key}: unknown key{hint}; allowed keys: {', '.join(names)}"
+    return f"{_cut(key)}: unknown key{hint}; allowed keys: {', '.join(names)}"
 
 
 def _annotation_at(cls: type[BaseModel], loc: tuple[str | int, ...]) -> Any:

@@ -11,6 +11,7 @@ import pytest
 import yaml
 from pydantic import ValidationError
 
+from pipeline import config
 from pipeline.config import (
     DATASETS,
     MODELS,
@@ -25,6 +26,7 @@ from pipeline.config import (
     SchedulerName,
     TrainParams,
     as_dict,
+    expanded_size,
     flatten,
     load_params,
     parse,
@@ -163,6 +165,14 @@ def test_out_of_range_values_name_the_key_and_the_bound(raw, message):
     ({"train": {"freeze_encoder_epochs": 2}},
      "train.freeze_encoder_epochs: 2 needs a model with a pretrained encoder (resnet34_unet, smp), got model: unet"),
     ({"model": "multiscale_unet", "train": {"freeze_encoder_epochs": 1}}, "got model: multiscale_unet"),
+    ({"data": {"image_size": 64}, "models": {"unet": {"depth": 7}}},
+     "models.unet.depth: 7 halves the input 7 times, so a side needs at least 128 pixels, but data.image_size "
+     "gives 64; use a depth of at most 6"),
+    ({"model": "multiscale_unet", "data": {"image_size": 64}, "augment": {"crop_size": 32},
+      "models": {"multiscale_unet": {"depth": 6}}}, "models.multiscale_unet.depth: 6 halves the input 6 times, so a "
+                                                    "side needs at least 64 pixels, but augment.crop_size gives 32"),
+    ({"data": {"image_size": 64}, "augment": {"crop_size": 0}, "evaluate": {"tta_scales": [0.75, 1.0]},
+      "models": {"unet": {"depth": 6}}}, "but evaluate.tta_scales gives 48; use a depth of at most 5"),
 ])
 def test_cross_field_rules_name_both_keys(raw, message):
     with pytest.raises(ConfigError) as error:
@@ -178,6 +188,8 @@ def test_values_on_the_allowed_side_of_each_bound_pass():
     assert params.augment.crop_size == params.data.image_size == 16 and params.train.freeze_encoder_epochs == 3
     whole_images = {"crop_size": 0, "crops_per_image": 1}
     assert parse(Params, {"data": {"image_size": 64}, "augment": whole_images}, "").augment.crop_size == 0
+    deepest = {"data": {"image_size": 64}, "augment": whole_images, "models": {"unet": {"depth": 6}}}
+    assert parse(Params, deepest, "").models.unet.depth == 6  # pools 64 pixels down to 1
 
 
 def test_a_block_parsed_alone_names_its_keys_from_the_given_prefix():
@@ -238,3 +250,58 @@ def test_the_recipe_follows_the_model_unless_train_lr_or_crops_per_image_is_set(
     assert parse(Params, {"model": "resnet34_unet", "augment": {"crops_per_image": 1}}, "").augment.crops_per_image == 1
     architecture = Params().model_params().architecture()
     assert "lr" not in architecture and "crops_per_image" not in architecture, "builders never see the recipe"
+
+
+def billion_laughs(levels: int) -> str:
+    """A YAML document whose last alias stands for 10**levels values (each level is ten aliases of the one below)."""
+    lines = ["l0: &l0 [lol]"] + [f"l{i}: &l{i} [{', '.join([f'*l{i - 1}'] * 10)}]" for i in range(1, levels + 1)]
+    return "\n".join(lines) + f"\ntrain:\n  class_weights: *l{levels}\n"
+
+
+def test_a_yaml_alias_bomb_is_refused_by_name_before_anything_expands_it(tmp_path, monkeypatch):
+    path = tmp_path / "params.yaml"
+    monkeypatch.setattr(config, "parse", None)  # validating would walk all 10**9 values: it must not be reached
+    for text in (billion_laughs(9), "train:\n  class_weights: &loop [*loop]\n"):  # a value that holds itself
+        path.write_text(text)
+        with pytest.raises(ConfigError) as error:
+            load_params(path)
+        assert str(error.value) == (f"{path}: its YAML aliases (*name) repeat more than 10,000 values; a params file "
+                                    "holds a few hundred: write the values out")
+    sizes = {}  # the count takes one step per distinct node of the document, not per value it stands for
+    assert expanded_size(yaml.compose(billion_laughs(9)), sizes) > 10**9 and len(sizes) < 50
+
+
+def test_a_few_aliases_load_and_a_long_list_written_out_is_no_bomb(tmp_path):
+    path = tmp_path / "params.yaml"
+    path.write_text("train:\n  lr: &lr 0.01\nmodels:\n  unet:\n    lr: *lr\n")
+    params = load_params(path)
+    assert params.train.lr == params.models.unet.lr == 0.01
+    path.write_text("train:\n  class_weights: [" + ", ".join(["0"] * 20_000) + "]\n")  # its size is the file's
+    with pytest.raises(ConfigError) as error:
+        load_params(path)
+    assert str(error.value) == ("train.class_weights: expected non-negative weights, not all zero; got "
+                                "[0.0, 0.0, 0.0, 0.0, 0.0, 0.0, ...]")
+
+
+@pytest.mark.parametrize("raw", [
+    {"train": {"class_weights": ["x"] * 100_000}},
+    {"train": {"class_weights": [0] * 100_000}},
+    {"data": {"root": "r" * 1_000_000}, "train": {"lr": {"x" * 1000: [["y" * 1000] * 100] * 100}}},
+    {"train": {"x" * 100_000: 1}},
+])
+def test_messages_quote_a_few_hundred_characters_of_any_value(raw):
+    with pytest.raises(ConfigError) as error:
+        parse(Params, raw, "")
+    lines = str(error.value).splitlines()
+    assert len(lines) <= 11 and all(len(line) < 600 for line in lines)  # ten problems, then how many more
+    assert not re.search(r"(.)\1{200}", str(error.value)), "quoted more than 200 characters of a value"
+
+
+@pytest.mark.parametrize("raw, message", [
+    ({"train": {"lr": {"a": 1}}}, "train.lr: expected a float > 0 or auto, got {'a': 1}"),
+    ({"train": {"num_workers": "{0}"}}, "train.num_workers: expected an int >= 0 or auto, got '{0}'"),
+])
+def test_values_with_braces_are_quoted_as_they_are(raw, message):
+    with pytest.raises(ConfigError) as error:
+        parse(Params, raw, "")
+    assert str(error.value) == message

@@ -81,9 +81,9 @@ def make_project(tmp_path: Path, processed: Path) -> Path:
     return project
 
 
-def write_params(project: Path, nproc_per_node: int) -> None:
+def write_params(project: Path, nproc_per_node: int, **train) -> None:
     raw = json.loads(json.dumps(TINY))
-    raw["train"]["distributed"] = {"nproc_per_node": nproc_per_node}
+    raw["train"].update(train, distributed={"nproc_per_node": nproc_per_node})
     raw["mlflow"]["tracking_uri"] = f"sqlite:///{project / 'mlflow.db'}"
     (project / "params.yaml").write_text(yaml.safe_dump(raw))
 
@@ -197,6 +197,20 @@ def test_ddp_training_killed_under_two_processes_resumes_under_one(processed, tm
     assert logged_epochs(run.info.run_id) == [1, 2, 3]
     history = torch.load(project / "models" / "train_state.pt", weights_only=False)["history"]
     assert history[: killed["epoch"]] == killed["history"] and len(history) == 3
+
+
+@pytest.mark.slow  # one torchrun launch of two processes
+def test_ddp_diverged_training_stops_every_process_and_fails_its_run(processed, tmp_path):
+    project = make_project(tmp_path, processed)
+    write_params(project, nproc_per_node=2, lr=1e6)
+    process = start_stage(project, through_torchrun=True)
+    output, _ = process.communicate(timeout=120)  # a process left waiting at a collective would hang here
+    assert process.returncode != 0
+    assert "error: training diverged in epoch 1 (" in output
+    (run,) = mlflow_runs(project)
+    assert run.info.status == "FAILED", output  # not KILLED by torchrun stopping rank 0 once rank 1 has exited
+    assert run.data.metrics == {} and mlflow.MlflowClient().search_model_versions() == []
+    assert not (project / "reports" / "train" / "metrics.json").exists()
 
 
 def test_ddp_ranks_see_disjoint_training_samples_and_val_shards_that_cover_the_split(processed):

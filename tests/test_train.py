@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -28,7 +29,7 @@ from pipeline.data.sources.voc import read_custom_voc
 from pipeline.evaluation.evaluate import evaluate
 from pipeline.models.checkpoint import load_checkpoint
 from pipeline.paths import TrainOutputs
-from pipeline.training.loop import train
+from pipeline.training.loop import TrainingDiverged, train
 
 pytestmark = pytest.mark.slow  # trains models and runs real MLflow stores
 
@@ -92,13 +93,27 @@ def test_training_learns_and_writes_every_output(synthetic_data, tmp_path):
     assert list(progress["epochs"]) == [1, 2, 4] and progress["predictions"].shape[1:] == (4, 64, 64)
 
 
+def test_a_val_split_without_labelled_pixels_stops_the_training_with_a_failed_run(synthetic_data, tmp_path):
+    _, processed = synthetic_data
+    shutil.copytree(processed, tmp_path / "processed")
+    masks = np.load(tmp_path / "processed/val_masks.npy")
+    np.save(tmp_path / "processed/val_masks.npy", np.full_like(masks, 255))  # every val pixel ignored
+    with pytest.raises(TrainingDiverged, match=r"^epoch 1: val_miou is nan, val_pixel_accuracy is nan: no pixel of "
+                                               r"the val split is labelled"):
+        train(tiny_params(tmp_path), tmp_path / "processed", outputs(tmp_path))
+    client = mlflow.MlflowClient(f"sqlite:///{tmp_path / 'mlflow.db'}")
+    (run,) = client.search_runs([client.get_experiment_by_name("tests").experiment_id])
+    assert run.info.status == "FAILED" and run.data.metrics == {}
+    assert client.search_model_versions() == [] and not outputs(tmp_path).metrics.exists()
+
+
 TRAIN_SCRIPT = """
 import sys, json
 sys.path.insert(0, {repo!r})
 from pathlib import Path
 from pipeline.config import Params, parse
 from pipeline.paths import TrainOutputs
-from pipeline.training.loop import train
+from pipeline.training.loop import TrainingDiverged, train
 from stages.cli import interrupt_on_sigterm
 interrupt_on_sigterm()
 params = parse(Params, json.loads({params!r}), "")
@@ -139,6 +154,21 @@ def test_killed_training_resumes_at_the_next_epoch_in_the_same_mlflow_run(synthe
     assert run_history(tmp_path, saved["run_id"]) == list(range(1, 13))
     runs = mlflow.MlflowClient().search_runs([mlflow.get_experiment_by_name("tests").experiment_id])
     assert len(runs) == 1
+
+
+def test_temporaries_a_killed_training_left_are_removed_by_the_next(synthetic_data, tmp_path, capsys):
+    _, processed = synthetic_data
+    outs = outputs(tmp_path)
+    stale = [outs.state.parent / ".train_state.pt.k3_x9q2a.tmp", outs.model.parent / ".model.pt.0a1b2c3d.tmp",
+             outs.history.parent / ".history.csv.zz_00000.tmp"]  # what SIGKILL mid-write leaves: no finally ran
+    for file in stale:
+        file.parent.mkdir(parents=True, exist_ok=True)
+        file.write_bytes(bytes(4096))
+    unrelated = outs.state.parent / ".train_state.pt.backup"
+    unrelated.write_bytes(b"not ours")
+    train(tiny_params(tmp_path, epochs=1), processed, outs)
+    assert not any(file.exists() for file in stale) and unrelated.exists()
+    assert "removed 3 temporary files a killed training left" in capsys.readouterr().out
 
 
 def test_sigterm_closes_the_mlflow_run_as_killed(synthetic_data, tmp_path):

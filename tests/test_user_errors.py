@@ -2,23 +2,42 @@
 from __future__ import annotations
 
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
+import yaml
+from mlflow import MlflowClient
 
 from pipeline import tracking
 from pipeline.config import MlflowParams
+from tests.synthetic_data import processed_synthetic
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 
 
 def run_stage(stage: str, cwd: Path, params: str) -> subprocess.CompletedProcess:
     (cwd / "params.yaml").write_text(params)
-    env = {**os.environ, "PYTHONPATH": str(REPO_ROOT)}
+    env = {**without_mlflow_settings(os.environ), "PYTHONPATH": str(REPO_ROOT)}
     return subprocess.run([sys.executable, "-m", f"stages.{stage}"], cwd=cwd, env=env, capture_output=True,
                           text=True, timeout=120)
+
+
+def without_mlflow_settings(environment: os._Environ) -> dict:
+    """The environment less MLFLOW_*: mlflow.set_tracking_uri in this process sets MLFLOW_TRACKING_URI."""
+    return {name: value for name, value in environment.items() if not name.startswith("MLFLOW_")}
+
+
+def tiny_training(project: Path) -> dict:
+    """The params of a tiny training in `project`, whose processed synthetic data is made here."""
+    processed_synthetic(project / "generated", num_train=8, num_val=4, seed=1)
+    (project / "data" / "processed").mkdir(parents=True)
+    (project / "generated" / "processed").rename(project / "data" / "processed" / "synthetic")
+    return {"data": {"image_size": 64}, "models": {"unet": {"base_channels": 4, "depth": 2}},
+            "train": {"epochs": 2, "batch_size": 4}, "augment": {"crop_size": 0, "crops_per_image": 1},
+            "mlflow": {"tracking_uri": f"sqlite:///{project / 'mlflow.db'}", "experiment": "tests"}}
 
 
 @pytest.mark.slow  # starts a fresh interpreter
@@ -35,3 +54,39 @@ def test_an_unusable_mlflow_store_is_named(tmp_path: Path):
     uri = f"sqlite:///{blocker / 'mlflow.db'}"
     with pytest.raises(tracking.TrackingStoreError, match=r"mlflow.tracking_uri: cannot use the MLflow store sqlite"):
         tracking.setup_experiment(MlflowParams(tracking_uri=uri, experiment="x"))
+
+
+@pytest.mark.slow  # trains in a fresh interpreter
+def test_a_diverged_training_is_one_line_a_failed_run_and_nothing_registered(tmp_path: Path):
+    params = tiny_training(tmp_path)
+    params["train"]["lr"] = 1e6
+    result = run_stage("train", tmp_path, yaml.safe_dump(params))
+    assert result.returncode != 0 and "Traceback" not in result.stderr, result.stderr
+    (line,) = [line for line in result.stderr.splitlines() if line.startswith("error")]
+    assert re.fullmatch(r"error: training diverged in epoch 1 \((train|val)_loss is nan[^)]*\): lower train\.lr "
+                        r"\(now 1e\+06\) or set train\.grad_clip_norm \(e\.g\. 1\.0\)", line), line
+    client = MlflowClient(f"sqlite:///{tmp_path / 'mlflow.db'}")
+    (run,) = client.search_runs([client.get_experiment_by_name("tests").experiment_id])
+    assert run.info.status == "FAILED"
+    assert run.data.metrics == {}  # the diverged epoch never reached MLflow
+    assert client.search_registered_models() == [] and client.search_model_versions() == []
+    assert not any((tmp_path / name).exists() for name in ("reports/train/metrics.json", "reports/train/history.csv",
+                                                           "models/model.pt", "models/train_state.pt"))
+
+
+@pytest.mark.slow  # starts a fresh interpreter
+@pytest.mark.parametrize("section, key, value, message", [
+    ("train", "class_weights", [1.0, 2.0],
+     "error: train.class_weights: 2 values for the 6 classes of data/processed/synthetic (['background', 'disc', "
+     "'square', 'triangle', 'star', 'cross']); give one weight per class, in that order, or balanced"),
+    ("models", "unet", {"base_channels": 4, "depth": 7},
+     "error in params.yaml: models.unet.depth: 7 halves the input 7 times, so a side needs at least 128 pixels, but "
+     "data.image_size gives 64; use a depth of at most 6"),
+])
+def test_params_that_cannot_fit_the_data_are_one_line_before_any_run(tmp_path: Path, section, key, value, message):
+    params = tiny_training(tmp_path)
+    params[section][key] = value
+    result = run_stage("train", tmp_path, yaml.safe_dump(params))
+    assert result.returncode != 0
+    assert result.stderr.strip().splitlines() == [message]
+    assert not (tmp_path / "mlflow.db").exists()  # no store opened, so no run left FAILED

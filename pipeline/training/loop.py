@@ -3,10 +3,13 @@
 Everything comes from params.yaml: architecture, loss, optimizer, schedule, precision, augmentation.
 The training state is saved after every epoch, so a killed run continues where it stopped, in the
 same MLflow run (see state.py). Under torchrun the same loop runs in every process, data-parallel
-(see distributed.py).
+(see distributed.py). A loss or val score that is not finite stops the training with a FAILED run (check_finite):
+a diverged model must reach neither the reports nor the registry.
 """
 from __future__ import annotations
 
+import dataclasses
+import math
 import time
 from contextlib import nullcontext
 from dataclasses import dataclass
@@ -17,9 +20,10 @@ import torch
 from torch import nn
 from tqdm import tqdm
 
-from pipeline import tracking
+from pipeline import atomic, tracking
 from pipeline.config import Params, active, flatten
 from pipeline.data.dataset import read_manifest
+from pipeline.errors import UserError
 from pipeline.evaluation.scoring import score_loader
 from pipeline.inference import class_indices, predict_batch
 from pipeline.model_registry import Measurement, registered_name
@@ -36,6 +40,7 @@ from pipeline.training.setup import (
     build_optimization,
     build_segmentation_model,
     build_training_loss,
+    check_params_against_data,
     configure_torch,
     seed_everything,
 )
@@ -43,6 +48,11 @@ from pipeline.training.state import TrainState, fingerprint, read_state
 from pipeline.training.threads import ThreadShare, share_cores
 
 RANK_SEED_STRIDE = 100_000  # more epochs than any training runs: no two (epoch, rank) pairs share a seed
+
+
+class TrainingDiverged(UserError):
+    """A loss or val score is not a finite number: the weights are lost, so the training stops before the epoch
+    reaches the state, the history or MLflow, and nothing is registered."""
 
 
 @dataclass
@@ -75,11 +85,13 @@ class Trainer:
             self.model.freeze_encoder(epoch <= recipe.freeze_encoder_epochs)
         lr = self.scheduler.lr
         train_loss = self.train_one_epoch(f"epoch {epoch}")
+        check_finite(epoch, {"train_loss": train_loss}, recipe)  # before validating weights that are lost
         distributed.copy_buffers_from_main(self.model)
         scores = self.validate()
-        self.scheduler.after_epoch(scores["miou"])
         row = {"epoch": epoch, "train_loss": train_loss, "val_loss": scores["loss"], "val_miou": scores["miou"],
                "val_pixel_accuracy": scores["pixel_accuracy"], "lr": lr}
+        check_finite(epoch, row, recipe)
+        self.scheduler.after_epoch(scores["miou"])
         if distributed.is_main():
             print(f"epoch {epoch}/{recipe.epochs}: train_loss {train_loss:.4f} val_loss {row['val_loss']:.4f} "
                   f"val_miou {row['val_miou']:.4f}", flush=True)
@@ -87,7 +99,10 @@ class Trainer:
 
     def train_one_epoch(self, description: str) -> float:
         """One pass over this process's share of the training split, the lr schedule stepped per batch;
-        returns the mean loss per image over all processes."""
+        returns the mean loss per image over all processes. A process training alone stops at the first
+        batch whose loss is not finite (the mean it returns is not either); under torchrun the others would
+        wait for it at the next gradient all-reduce, so every process ends the epoch and all of them see the
+        same non-finite sum."""
         self.network.train()
         total, count = 0.0, 0
         for images, masks, labelled in tqdm(self.data.train_loader, desc=description, unit="batch", leave=False,
@@ -109,6 +124,8 @@ class Trainer:
             self.scheduler.after_batch()
             total += loss.item() * len(images)
             count += len(images)
+            if not math.isfinite(total) and distributed.world_size() == 1:
+                break
         total, count = distributed.sum_over_processes(torch.tensor([total, count], dtype=torch.float64)).tolist()
         return total / max(count, 1)
 
@@ -157,10 +174,13 @@ def train(params: Params, processed_dir: Path, outputs: TrainOutputs, time_budge
     Under torchrun every process trains and validates its share; rank 0 alone writes the state, the
     outputs and the MLflow run, and decides whether to resume. `time_budget` (seconds, a benchmark's knob
     rather than a recipe param) ends the training early, as a finished one (see run_epochs)."""
+    check_params_against_data(params, read_manifest(processed_dir), processed_dir)
     configure_torch(params.train)
     with share_cores(params.train.num_threads) as share, distributed.process_group(
             pick_device(params.train.device)) as device:
         main = distributed.is_main()
+        if main:
+            remove_stale_temporaries(outputs)
         # before init_from, which may name a model in the store
         experiment_id = tracking.setup_experiment(params.mlflow) if main else None
         trainer = build_trainer(params, processed_dir, device, share)
@@ -169,17 +189,31 @@ def train(params: Params, processed_dir: Path, outputs: TrainOutputs, time_budge
         state = distributed.from_main(resume_or_start(outputs.state, identity) if main else None)
         if state.epoch:
             trainer.restore(state)
-        with tracking.training_run(experiment_id, state.run_id, params) if main else nullcontext() as run:
-            if main and state.run_id is None:
-                state.run_id = run.info.run_id
-                log_run(params, flat_params, trainer, processed_dir)
-            if main:
-                tracking.log_missing_epochs(run.info.run_id, state.history)
-            run_epochs(params, outputs, state, trainer, time_budget)
-            if main:
-                finish(params, outputs, state, trainer, processed_dir)
+        try:
+            with tracking.training_run(experiment_id, state.run_id, params) if main else nullcontext() as run:
+                if main and state.run_id is None:
+                    state.run_id = run.info.run_id
+                    log_run(params, flat_params, trainer, processed_dir)
+                if main:
+                    tracking.log_missing_epochs(run.info.run_id, state.history)
+                run_epochs(params, outputs, state, trainer, time_budget)
+                if main:
+                    finish(params, outputs, state, trainer, processed_dir)
+        except TrainingDiverged:
+            # every process stops at the same epoch; the first to exit makes torchrun SIGTERM the rest, which
+            # would close rank 0's run as KILLED: all of them leave once it is closed as FAILED
+            distributed.barrier()
+            raise
         distributed.barrier()  # the other processes end once rank 0 has written everything
     return state.best
+
+
+def remove_stale_temporaries(outputs: TrainOutputs) -> None:
+    """Half-written outputs of a training killed mid-write (a full training state each), removed before this
+    one starts so that they cannot pile up."""
+    removed = [file for path in dataclasses.astuple(outputs) for file in atomic.remove_stale_temporaries(path)]
+    if removed:
+        print(f"removed {len(removed)} temporary files a killed training left: {', '.join(map(str, removed))}")
 
 
 def run_epochs(params: Params, outputs: TrainOutputs, state: TrainState, trainer: Trainer,
@@ -203,6 +237,26 @@ def run_epochs(params: Params, outputs: TrainOutputs, state: TrainState, trainer
             if distributed.is_main():
                 print(f"time budget of {time_budget:g} s spent after epoch {epoch} of {recipe.epochs}", flush=True)
             break
+
+
+def check_finite(epoch: int, values: dict, recipe) -> None:
+    """Stop the training when a loss or score of `epoch` is NaN or infinite. The values are sums over the
+    processes, the same in each, so under torchrun every process stops at the same epoch."""
+    lost = {name: value for name, value in values.items() if not math.isfinite(value)}
+    if not lost:
+        return
+    found = ", ".join(f"{name} is {value}" for name, value in lost.items())
+    if any(name.endswith("loss") for name in lost):
+        raise TrainingDiverged(f"training diverged in epoch {epoch} ({found}): {steadier(recipe)}")
+    # finite losses: a score is NaN only when no val pixel is labelled (metrics.scores_from_confusion)
+    raise TrainingDiverged(f"epoch {epoch}: {found}: no pixel of the val split is labelled (all are 255)")
+
+
+def steadier(recipe) -> str:
+    """What makes the next try steadier: a smaller step, or a cap on the gradient's norm."""
+    clip = (f"lower train.grad_clip_norm (now {recipe.grad_clip_norm:g})" if recipe.grad_clip_norm
+            else "set train.grad_clip_norm (e.g. 1.0)")
+    return f"lower train.lr (now {recipe.lr:g}) or {clip}"
 
 
 def save_epoch(params: Params, outputs: TrainOutputs, state: TrainState, trainer: Trainer, row: dict) -> None:

@@ -10,7 +10,7 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, DistributedSampler, Subset, get_worker_info
 
-from pipeline.config import Params
+from pipeline.config import ConfigError, Params, quote
 from pipeline.data.dataset import SegmentationArrays, build_augmentation
 from pipeline.data.labels import IGNORE_INDEX
 from pipeline.models.registry import build_model
@@ -128,6 +128,15 @@ def build_segmentation_model(params: Params, class_names: list[str], image_size:
     if params.train.init_from and load_initial_weights:
         load_matching_weights(model, initial_weights(params.train.init_from), params.train.init_from)
     return model
+
+
+def check_params_against_data(params: Params, manifest: dict, processed_dir: Path) -> None:
+    """What params.yaml cannot be checked for alone, checked before any work (a failure later would leave a FAILED
+    MLflow run behind): one class weight per class of the data."""
+    weights, classes = params.train.class_weights, manifest["classes"]
+    if isinstance(weights, list) and len(weights) != len(classes):
+        raise ConfigError(f"train.class_weights: {len(weights)} values for the {len(classes)} classes of "
+                          f"{processed_dir} ({quote(classes)}); give one weight per class, in that order, or balanced")
 
 
 def build_training_loss(params: Params, data: TrainData, num_classes: int) -> torch.nn.Module:
