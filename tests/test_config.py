@@ -245,9 +245,9 @@ def test_the_recipe_follows_the_model_unless_train_lr_or_crops_per_image_is_set(
     assert parse(Params, {"model": "smp", "models": {"smp": {"lr": 0.02}}}, "").train.lr == 0.02
     assert parse(Params, {"model": "resnet34_unet", "train": {"lr": 0.05}}, "").train.lr == 0.05
     assert flatten(parse(Params, {"model": "multiscale_unet"}, ""))["train.lr"] == 0.001
-    assert parse(Params, {"model": "resnet34_unet"}, "").augment.crops_per_image == 3
+    assert parse(Params, {"model": "unet"}, "").augment.crops_per_image == 2
     assert parse(Params, {"model": "unet", "models": {"unet": {"crops_per_image": 5}}}, "").augment.crops_per_image == 5
-    assert parse(Params, {"model": "resnet34_unet", "augment": {"crops_per_image": 1}}, "").augment.crops_per_image == 1
+    assert parse(Params, {"model": "unet", "augment": {"crops_per_image": 1}}, "").augment.crops_per_image == 1
     architecture = Params().model_params().architecture()
     assert "lr" not in architecture and "crops_per_image" not in architecture, "builders never see the recipe"
 
