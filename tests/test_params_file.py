@@ -25,6 +25,8 @@ def test_one_set_value_changes_one_line(tmp_path: Path):
         params["train"]["epochs"] = 99
     before, after = (REPO_ROOT / "params.yaml").read_text().splitlines(), copy.read_text().splitlines()
     assert len(before) == len(after)
-    assert [(old, new) for old, new in zip(before, after) if old != new] == [
-        (line, line.replace(line.split(":")[1].split("#")[0].strip(), "99", 1))
-        for line in before if line.strip().startswith("epochs:")]
+    changed = [(old, new) for old, new in zip(before, after) if old != new]
+    assert len(changed) == 1, changed
+    old, new = changed[0]
+    assert old.strip().startswith("epochs:") and new.split("#")[0].split() == ["epochs:", "99"]
+    assert new.split("#", 1)[1] == old.split("#", 1)[1], "the comment stays"

@@ -87,8 +87,9 @@ def test_parallel_queue_lands_two_runs_artifacts_in_the_bucket_and_one_champion(
 
 
 def test_a_wrong_password_is_refused_in_one_line(queued, team):
-    root, _ = queued
+    root, env = queued
     server, _ = team
+    run(["dvc", "repro", "preprocess"], root, env)  # the data the train stage checks params against first
     result = subprocess.run([sys.executable, "-m", "stages.train"], cwd=root, env=client_env(server, "wrong"),
                             capture_output=True, text=True, timeout=120)
     assert result.returncode == 1
