@@ -49,7 +49,10 @@ class ThreadShare:
         if self.slot_dir.stat().st_uid == os.getuid():
             self.slot_dir.chmod(0o1777)  # every user's trainings count (sticky, like /tmp); mkdir's mode obeys umask
         for index in range(MAX_SLOTS):
-            handle = os.open(self.slot_dir / f"slot-{index}", os.O_RDONLY | os.O_CREAT, 0o644)
+            try:
+                handle = os.open(self.slot_dir / f"slot-{index}", os.O_RDONLY | os.O_CREAT, 0o644)
+            except PermissionError:  # another user's slot, where the kernel guards sticky folders (protected_regular)
+                continue
             try:
                 fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
                 return handle
