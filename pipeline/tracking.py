@@ -195,7 +195,15 @@ def log_dataset(processed_dir: Path, name: str, source: str) -> None:
         warnings.simplefilter("ignore", UserWarning)
         source_object = resolve_dataset_source(location)
     dataset = MetaDataset(source_object, name=name, digest=file_digest(sorted(Path(processed_dir).iterdir()))[:16])
-    mlflow.log_input(dataset, context="training")
+    try:
+        mlflow.log_input(dataset, context="training")
+    except mlflow.exceptions.MlflowException as error:
+        # Two queue workers logging the same data first at once: the store finds no such dataset in either, and
+        # the slower insert breaks its unique key (BAD_REQUEST, the database error over REST). It exists now,
+        # and logging again links this run to it.
+        if error.error_code != "BAD_REQUEST":
+            raise
+        mlflow.log_input(dataset, context="training")
 
 
 def run_exists(run_id: str) -> bool:

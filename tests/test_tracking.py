@@ -46,3 +46,40 @@ def test_params_and_dataset_input_read_back_through_the_client(tmp_path: Path):
     (dataset_input,) = logged.inputs.dataset_inputs
     assert dataset_input.dataset.name == "voc2012" and len(dataset_input.dataset.digest) == 16
     assert "u:p" not in dataset_input.dataset.source
+
+
+def test_two_runs_logging_the_same_new_data_at_once_both_record_it(tmp_path: Path):
+    """Parallel queue workers log the same processed data first in the same instant: the store finds no such
+    dataset for either, the other worker's insert lands, then this one breaks the unique key. The other
+    worker's write is made at that moment, from a flush hook, through a second real client."""
+    from mlflow.entities import Dataset, DatasetInput
+    from mlflow.store.tracking.dbmodels.models import SqlDataset
+    from sqlalchemy import event
+    from sqlalchemy.orm import Session
+
+    processed = tmp_path / "processed"
+    processed.mkdir()
+    np.save(processed / "train_images.npy", np.zeros((2, 4, 4, 3), dtype=np.uint8))
+    mlflow.set_tracking_uri(f"sqlite:///{tmp_path / 'mlflow.db'}")
+    experiment = mlflow.create_experiment("race")
+    other_run = mlflow.MlflowClient().create_run(experiment).info.run_id
+    raced = []
+
+    def other_worker_logs_the_data_first(session, flush_context, instances):
+        new = [row for row in session.new if isinstance(row, SqlDataset)]
+        if new and not raced:
+            raced.append(True)
+            entity = Dataset(name=new[0].name, digest=new[0].digest, source_type="local", source="{}")
+            mlflow.MlflowClient().log_inputs(other_run, [DatasetInput(entity)])
+
+    event.listen(Session, "before_flush", other_worker_logs_the_data_first)
+    try:
+        with mlflow.start_run(experiment_id=experiment) as run:
+            tracking.log_dataset(processed, "synthetic", str(processed))
+    finally:
+        event.remove(Session, "before_flush", other_worker_logs_the_data_first)
+    assert raced
+    client = mlflow.MlflowClient()
+    assert client.get_run(run.info.run_id).info.status == "FINISHED"
+    ((mine,), (theirs,)) = (client.get_run(r).inputs.dataset_inputs for r in (run.info.run_id, other_run))
+    assert mine.dataset.digest == theirs.dataset.digest
