@@ -150,11 +150,10 @@ class Trainer:
         self.scheduler.load_state_dict(state.scheduler)
 
 
-def build_trainer(params: Params, processed_dir: Path, device: torch.device,
+def build_trainer(params: Params, processed_dir: Path, manifest: dict, device: torch.device,
                   thread_share: ThreadShare | None = None) -> Trainer:
     recipe = params.train
     precision = pick_precision(recipe.precision, device)
-    manifest = read_manifest(processed_dir)
     class_names, image_size = manifest["classes"], manifest["image_size"]
     data = build_data(params, processed_dir, manifest, device, distributed.rank(), distributed.world_size())
     model = to_device(build_segmentation_model(params, class_names, image_size, distributed.is_main()), device,
@@ -174,7 +173,8 @@ def train(params: Params, processed_dir: Path, outputs: TrainOutputs, time_budge
     Under torchrun every process trains and validates its share; rank 0 alone writes the state, the
     outputs and the MLflow run, and decides whether to resume. `time_budget` (seconds, a benchmark's knob
     rather than a recipe param) ends the training early, as a finished one (see run_epochs)."""
-    check_params_against_data(params, read_manifest(processed_dir), processed_dir)
+    manifest = read_manifest(processed_dir)
+    check_params_against_data(params, manifest, processed_dir)
     configure_torch(params.train)
     with share_cores(params.train.num_threads) as share, distributed.process_group(
             pick_device(params.train.device)) as device:
@@ -183,9 +183,9 @@ def train(params: Params, processed_dir: Path, outputs: TrainOutputs, time_budge
             remove_stale_temporaries(outputs)
         # before init_from, which may name a model in the store
         experiment_id = tracking.setup_experiment(params.mlflow) if main else None
-        trainer = build_trainer(params, processed_dir, device, share)
+        trainer = build_trainer(params, processed_dir, manifest, device, share)
         flat_params = flatten(active(params))
-        identity = fingerprint(without_launch_params(flat_params), read_manifest(processed_dir))
+        identity = fingerprint(without_launch_params(flat_params), manifest)
         state = distributed.from_main(resume_or_start(outputs.state, identity) if main else None)
         if state.epoch:
             trainer.restore(state)
