@@ -35,6 +35,7 @@ from pipeline.config import MultiScaleUNetParams, UNetParams
 from pipeline.data.sources.synthetic import CLASSES, render_scene
 from pipeline.models.architectures.unet import UNet
 from pipeline.models.registry import build_network
+from pipeline.training.threads import usable_cores
 
 REFERENCE = "smp Unet-resnet34"
 MODES = ("fp32", "cl+fp32", "cl+bf16")
@@ -96,7 +97,7 @@ def cpu_peak_gflops(cores: int, cpuinfo: str, max_freq_khz: str | None = None, g
 
 def machine_peak(ghz: float | None) -> CpuPeak:
     """This process's peak: torch's threads on the CPUs its affinity allows, this CPU's flags and clock."""
-    cores = min(len(os.sched_getaffinity(0)), torch.get_num_threads())
+    cores = min(usable_cores(), torch.get_num_threads())
     max_freq = Path("/sys/devices/system/cpu/cpu0/cpufreq/cpuinfo_max_freq")
     return cpu_peak_gflops(cores, Path("/proc/cpuinfo").read_text(),
                            max_freq.read_text() if max_freq.exists() else None, ghz)
@@ -257,7 +258,7 @@ def main() -> None:
           f"batch {args.batch}, {args.size}x{args.size}, {args.classes} classes, median of {args.steps} steps; "
           f"load before {os.getloadavg()}")
     peak = machine_peak(args.ghz)
-    print(f"CPUs allowed: {len(os.sched_getaffinity(0))}, torch threads: {torch.get_num_threads()}; {peak.describe()}")
+    print(f"CPUs allowed: {usable_cores()}, torch threads: {torch.get_num_threads()}; {peak.describe()}")
     flops = {}
     for name, make in makers.items():
         for mode in args.modes:
