@@ -202,7 +202,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--root", type=Path, default=REPO_ROOT.parent / "shared" / "data" / "msrc_v2",
                         help="a VOC-layout folder with classes.txt (default: ../shared/data/msrc_v2)")
-    parser.add_argument("--epochs", type=int, help="the schedule's length (default: params.yaml's train.epochs)")
+    parser.add_argument("--epochs", type=int,
+                        help="the schedule's length (default: each model's recipe in params.yaml)")
     parser.add_argument("--seed", type=int, default=42)
     parser.add_argument("--seeds", type=int, default=1, help="runs per entry, with seeds --seed, --seed+1, ...")
     parser.add_argument("--budget", type=float, metavar="SECONDS",

@@ -47,8 +47,8 @@ def test_the_committed_params_yaml_loads_and_names_every_dataclass_field():
     ({"model": "unet3"}, "model: 'unet3' is not allowed; choose one of unet, resnet34_unet, multiscale_unet"),
     ({"data": {"dataset": "coco"}}, "data.dataset: 'coco' is not allowed; choose one of synthetic, voc2012"),
     ({"train": {"lrr": 0.1}}, "train.lrr: unknown key (did you mean 'lr'?)"),
-    ({"train": {"epochs": "ten"}}, "train.epochs: expected int, got 'ten'"),
-    ({"train": {"epochs": 2.5}}, "train.epochs: expected int, got 2.5"),
+    ({"train": {"epochs": "ten"}}, "train.epochs: expected an int >= 1 or auto, got 'ten'"),
+    ({"train": {"epochs": 2.5}}, "train.epochs: expected an int >= 1 or auto, got 2.5"),
     ({"train": {"lr": True}}, "train.lr: expected a float > 0 or auto, got True"),
         ({"models": {"unet": {"lr": True}}}, "models.unet.lr: expected float, got True"),
     ({"models": {"unet": {"base_channel": 8}}},
@@ -114,7 +114,7 @@ def test_yaml_exponents_without_a_dot_are_floats(tmp_path):
      "models.resnet34_unet.decoder_channels: must not be empty"),
     ({"models": {"resnet34_unet": {"decoder_channels": [8, -1]}}},
      "models.resnet34_unet.decoder_channels[1]: must be >= 1"),
-    ({"train": {"epochs": 0}}, "train.epochs: must be >= 1, got 0"),
+    ({"train": {"epochs": 0}}, "train.epochs: expected an int >= 1 or auto, got 0"),
     ({"train": {"batch_size": 0}}, "train.batch_size: must be >= 1"),
     ({"train": {"lr": 0}}, "train.lr: expected a float > 0 or auto, got 0"),
     ({"models": {"unet": {"lr": 0}}}, "models.unet.lr: must be > 0"),
@@ -193,8 +193,8 @@ def test_values_on_the_allowed_side_of_each_bound_pass():
 
 
 def test_a_block_parsed_alone_names_its_keys_from_the_given_prefix():
-    with pytest.raises(ConfigError, match=r"^train\.warmup_epochs: 2 must be less than train\.epochs \(2\)$"):
-        parse(TrainParams, {"epochs": 2, "warmup_epochs": 2}, "train")
+    with pytest.raises(ConfigError, match=r"^train\.class_weights: expected non-negative weights, not all zero"):
+        parse(TrainParams, {"class_weights": [0, 0]}, "train")
     with pytest.raises(ConfigError, match=r"^data\.image_size: must be >= 16, got 8$"):
         parse(DataParams, {"image_size": 8}, "data")
 
@@ -203,8 +203,8 @@ def test_every_problem_is_reported_in_one_error():
     with pytest.raises(ConfigError) as error:
         parse(Params, {"train": {"epochs": 0, "lr": "fast"}, "plot": {"num_samples": 0}}, "")
     lines = str(error.value).splitlines()
-    assert lines == ["train.epochs: must be >= 1, got 0", "train.lr: expected a float > 0 or auto, got 'fast'",
-                     "plot.num_samples: must be >= 1, got 0"]
+    assert lines == ["train.epochs: expected an int >= 1 or auto, got 0",
+                     "train.lr: expected a float > 0 or auto, got 'fast'", "plot.num_samples: must be >= 1, got 0"]
 
 
 def test_strict_types_refuse_coercion():
@@ -237,9 +237,9 @@ def test_the_names_other_modules_import_come_from_the_literals():
     assert set(typing.get_args(DeviceName)) == {"auto", "cpu", "cuda", "mps"}
 
 
-def test_the_recipe_follows_the_model_unless_train_lr_or_crops_per_image_is_set():
-    """`-S model=<name>` alone brings that model's lr and crops per image; a number in train.lr or
-    augment.crops_per_image is used for every model."""
+def test_the_recipe_follows_the_model_unless_train_lr_epochs_or_crops_per_image_is_set():
+    """`-S model=<name>` alone brings that model's lr, epochs and crops per image; a number in train.lr,
+    train.epochs or augment.crops_per_image is used for every model."""
     assert parse(Params, {"model": "unet"}, "").train.lr == Params().models.unet.lr == 0.003
     assert parse(Params, {"model": "resnet34_unet"}, "").train.lr == 0.001
     assert parse(Params, {"model": "smp", "models": {"smp": {"lr": 0.02}}}, "").train.lr == 0.02
@@ -248,8 +248,14 @@ def test_the_recipe_follows_the_model_unless_train_lr_or_crops_per_image_is_set(
     assert parse(Params, {"model": "unet"}, "").augment.crops_per_image == 2
     assert parse(Params, {"model": "unet", "models": {"unet": {"crops_per_image": 5}}}, "").augment.crops_per_image == 5
     assert parse(Params, {"model": "unet", "augment": {"crops_per_image": 1}}, "").augment.crops_per_image == 1
+    assert parse(Params, {"model": "unet"}, "").train.epochs == 4
+    assert parse(Params, {"model": "resnet34_unet"}, "").train.epochs == 5
+    assert parse(Params, {"model": "resnet34_unet", "train": {"epochs": 2}}, "").train.epochs == 2
+    with pytest.raises(ConfigError, match=r"^train\.warmup_epochs: 4 must be less than train\.epochs \(4\)$"):
+        parse(Params, {"model": "unet", "train": {"warmup_epochs": 4}}, "")
+    assert parse(Params, {"model": "resnet34_unet"}, "").recipe() == {"lr": 0.001, "epochs": 5, "crops_per_image": 1}
     architecture = Params().model_params().architecture()
-    assert "lr" not in architecture and "crops_per_image" not in architecture, "builders never see the recipe"
+    assert not {"lr", "epochs", "crops_per_image"} & set(architecture), "builders never see the recipe"
 
 
 def billion_laughs(levels: int) -> str:

@@ -84,10 +84,11 @@ def test_an_identical_second_run_gives_a_byte_identical_dvc_lock(project):
     assert second_run.data.tags["model_sha256"] == first_run.data.tags["model_sha256"]
     assert "eval_miou" in second_run.data.metrics
     resolved = json.loads((root / "reports/train/resolved.json").read_text())  # a DVC metric, and in MLflow
-    assert set(resolved) == {"device", "precision", "num_threads", "num_processes", "global_batch_size",
+    recipe = {"lr": "train.lr", "epochs": "train.epochs", "crops_per_image": "augment.crops_per_image"}
+    assert set(resolved) == {*recipe, "device", "precision", "num_threads", "num_processes", "global_batch_size",
                              "sync_batchnorm", "num_workers"}
-    assert {name: str(value) for name, value in resolved.items()} == {name: second_run.data.params[name]
-                                                                      for name in resolved}
+    assert {name: str(value) for name, value in resolved.items()} == {
+        name: second_run.data.params[recipe.get(name, name)] for name in resolved}
 
 
 def test_experiments_land_in_the_root_store_named_after_the_experiment(project):

@@ -338,7 +338,7 @@ def finish(params: Params, outputs: TrainOutputs, state: TrainState, trainer: Tr
     tracking.tag_model_file(outputs.model)  # how evaluate and plot find this run: no run id in DVC's outputs
     reports.write_history(state.history, outputs.history)
     reports.write_metrics(best, outputs.metrics)
-    reports.write_metrics(resolved_settings(trainer), outputs.resolved)
+    reports.write_metrics({**params.recipe(), **resolved_settings(trainer)}, outputs.resolved)
     reports.save_progress(trainer.data.progress_images, state.snapshots, outputs.progress)
     mlflow.log_metrics({name if name.startswith("best") else f"best_{name}": value for name, value in best.items()})
     mlflow.log_artifact(str(outputs.history), "reports/train")
