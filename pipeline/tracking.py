@@ -10,6 +10,7 @@ and serialises writers itself: nothing local is locked or chosen for it.
 from __future__ import annotations
 
 import contextlib
+import logging
 import os
 import re
 import subprocess
@@ -45,6 +46,11 @@ PYFUNC_CODE = Path(__file__).resolve().parent / "models" / "pyfunc.py"
 MODEL_PACKAGES = ("mlflow", "torch", "torchvision", "segmentation-models-pytorch", "timm", "huggingface-hub",
                   "safetensors", "numpy")
 REFUSED = (401, 403)  # HTTP statuses of a tracking server that rejects the credentials
+# What the experiment is for: training runs, not GenAI traces. MLflow 3.17's own UI ignores the tag and follows its
+# sidebar switch (README); the tag tells tools and UIs that read it.
+EXPERIMENT_KIND_TAG, EXPERIMENT_KIND = "mlflow.experimentKind", "custom_model_development"
+# MLflow says at INFO when it starts, stops and skips GPU sampling, three lines per training that tell nothing.
+logging.getLogger("mlflow.system_metrics").setLevel(logging.WARNING)
 
 
 class TrackingStoreError(UserError):
@@ -77,16 +83,20 @@ def setup_experiment(mlflow_params) -> str:
 
 
 def experiment_id(name: str, artifact_location: str | None) -> str:
-    """The experiment's id, created if missing; on a server another worker may create it first, and wins."""
+    """The experiment's id, created if missing as a model-training experiment (an experiment made before, without
+    the kind, gets it; one whose kind someone chose keeps it); on a server another worker may create it first."""
     experiment = mlflow.get_experiment_by_name(name)
-    if experiment is not None:
-        return experiment.experiment_id
-    try:
-        return mlflow.create_experiment(name, artifact_location=artifact_location)
-    except mlflow.exceptions.MlflowException as error:
-        if error.error_code != "RESOURCE_ALREADY_EXISTS":
-            raise
-        return mlflow.get_experiment_by_name(name).experiment_id
+    if experiment is None:
+        try:
+            return mlflow.create_experiment(name, artifact_location=artifact_location,
+                                            tags={EXPERIMENT_KIND_TAG: EXPERIMENT_KIND})
+        except mlflow.exceptions.MlflowException as error:
+            if error.error_code != "RESOURCE_ALREADY_EXISTS":
+                raise
+            experiment = mlflow.get_experiment_by_name(name)
+    if EXPERIMENT_KIND_TAG not in experiment.tags:
+        mlflow.MlflowClient().set_experiment_tag(experiment.experiment_id, EXPERIMENT_KIND_TAG, EXPERIMENT_KIND)
+    return experiment.experiment_id
 
 
 def store_error(uri: str, error: Exception) -> TrackingStoreError:
@@ -149,12 +159,14 @@ def training_run(experiment_id: str, run_id: str | None, params) -> Iterator[mlf
     """A new run named and tagged after the DVC experiment, or the interrupted run `run_id` to continue.
 
     It ends FINISHED, FAILED on an error, or KILLED on Ctrl-C and SIGTERM (what `dvc queue kill` and
-    schedulers send; stages/cli.py turns it into KeyboardInterrupt), never left RUNNING."""
+    schedulers send; stages/cli.py turns it into KeyboardInterrupt), never left RUNNING. MLflow samples CPU, memory,
+    disk, network (and NVIDIA GPUs, with nvidia-ml-py) into `system/*` metrics from a thread that ending the run stops:
+    every MLFLOW_SYSTEM_METRICS_SAMPLING_INTERVAL seconds, 10 by default, a few milliseconds each."""
     if run_id is not None:
-        run = mlflow.start_run(run_id=run_id)
+        run = mlflow.start_run(run_id=run_id, log_system_metrics=True)
     else:
         run = mlflow.start_run(experiment_id=experiment_id, run_name=run_name(params.model, params.data.dataset),
-                               tags=run_tags(params.data.dataset, params.model))
+                               tags=run_tags(params.data.dataset, params.model), log_system_metrics=True)
     try:
         yield run
     except KeyboardInterrupt:
