@@ -63,11 +63,16 @@ def registered_name(experiment: str, dataset: str, num_classes: int) -> str:
     return f"{experiment}-{dataset}-{num_classes}cls"
 
 
-def register_and_promote(model_uri: str, name: str, measurement: Measurement, val_miou: float) -> ModelVersion:
-    """Register `model_uri` under `name` with what its val mIoU was measured on, then settle `champion`."""
+def register_and_promote(model_uri: str, name: str, measurement: Measurement, val_miou: float,
+                         description: str = "") -> ModelVersion:
+    """Register `model_uri` under `name` with what its val mIoU was measured on (and `description`, the model
+    card), then settle `champion`."""
     tags = {**measurement.tags(), TAG_PREFIX + "val_miou": repr(float(val_miou))}
     version = mlflow.register_model(model_uri, name, tags=tags)
-    champion = settle_champion(mlflow.MlflowClient(), name)
+    client = mlflow.MlflowClient()
+    if description:
+        client.update_model_version(name, version.version, description=description)
+    champion = settle_champion(client, name)
     if champion is None or not measurement.comparable(Measurement.from_tags(champion.tags)):
         reason = ("its val split is a data.subset.val subset" if not measurement.full_val else
                   "its val data or classes differ from the champion's")

@@ -10,6 +10,7 @@ and serialises writers itself: nothing local is locked or chosen for it.
 from __future__ import annotations
 
 import contextlib
+import logging
 import os
 import re
 import subprocess
@@ -32,6 +33,7 @@ from mlflow.types import Schema, TensorSpec
 from pipeline.digest import file_digest
 from pipeline.errors import UserError
 from pipeline.model_registry import Measurement, register_and_promote
+from pipeline.models import card
 from pipeline.models.checkpoint import read_checkpoint
 from pipeline.models.portable import ARTIFACT_KEY, FILE_NAME, write_portable
 from pipeline.repo import repo_root, resolve
@@ -45,6 +47,11 @@ PYFUNC_CODE = Path(__file__).resolve().parent / "models" / "pyfunc.py"
 MODEL_PACKAGES = ("mlflow", "torch", "torchvision", "segmentation-models-pytorch", "timm", "huggingface-hub",
                   "safetensors", "numpy")
 REFUSED = (401, 403)  # HTTP statuses of a tracking server that rejects the credentials
+# What the experiment is for: training runs, not GenAI traces. MLflow 3.17's own UI ignores the tag and follows its
+# sidebar switch (README); the tag tells tools and UIs that read it.
+EXPERIMENT_KIND_TAG, EXPERIMENT_KIND = "mlflow.experimentKind", "custom_model_development"
+# MLflow says at INFO when it starts, stops and skips GPU sampling, three lines per training that tell nothing.
+logging.getLogger("mlflow.system_metrics").setLevel(logging.WARNING)
 
 
 class TrackingStoreError(UserError):
@@ -77,16 +84,20 @@ def setup_experiment(mlflow_params) -> str:
 
 
 def experiment_id(name: str, artifact_location: str | None) -> str:
-    """The experiment's id, created if missing; on a server another worker may create it first, and wins."""
+    """The experiment's id, created if missing as a model-training experiment (an experiment made before, without
+    the kind, gets it; one whose kind someone chose keeps it); on a server another worker may create it first."""
     experiment = mlflow.get_experiment_by_name(name)
-    if experiment is not None:
-        return experiment.experiment_id
-    try:
-        return mlflow.create_experiment(name, artifact_location=artifact_location)
-    except mlflow.exceptions.MlflowException as error:
-        if error.error_code != "RESOURCE_ALREADY_EXISTS":
-            raise
-        return mlflow.get_experiment_by_name(name).experiment_id
+    if experiment is None:
+        try:
+            return mlflow.create_experiment(name, artifact_location=artifact_location,
+                                            tags={EXPERIMENT_KIND_TAG: EXPERIMENT_KIND})
+        except mlflow.exceptions.MlflowException as error:
+            if error.error_code != "RESOURCE_ALREADY_EXISTS":
+                raise
+            experiment = mlflow.get_experiment_by_name(name)
+    if EXPERIMENT_KIND_TAG not in experiment.tags:
+        mlflow.MlflowClient().set_experiment_tag(experiment.experiment_id, EXPERIMENT_KIND_TAG, EXPERIMENT_KIND)
+    return experiment.experiment_id
 
 
 def store_error(uri: str, error: Exception) -> TrackingStoreError:
@@ -149,12 +160,14 @@ def training_run(experiment_id: str, run_id: str | None, params) -> Iterator[mlf
     """A new run named and tagged after the DVC experiment, or the interrupted run `run_id` to continue.
 
     It ends FINISHED, FAILED on an error, or KILLED on Ctrl-C and SIGTERM (what `dvc queue kill` and
-    schedulers send; stages/cli.py turns it into KeyboardInterrupt), never left RUNNING."""
+    schedulers send; stages/cli.py turns it into KeyboardInterrupt), never left RUNNING. MLflow samples CPU, memory,
+    disk, network (and NVIDIA GPUs, with nvidia-ml-py) into `system/*` metrics from a thread that ending the run stops:
+    every MLFLOW_SYSTEM_METRICS_SAMPLING_INTERVAL seconds, 10 by default, under 10 ms of CPU each."""
     if run_id is not None:
-        run = mlflow.start_run(run_id=run_id)
+        run = mlflow.start_run(run_id=run_id, log_system_metrics=True)
     else:
         run = mlflow.start_run(experiment_id=experiment_id, run_name=run_name(params.model, params.data.dataset),
-                               tags=run_tags(params.data.dataset, params.model))
+                               tags=run_tags(params.data.dataset, params.model), log_system_metrics=True)
     try:
         yield run
     except KeyboardInterrupt:
@@ -194,7 +207,7 @@ def log_dataset(processed_dir: Path, name: str, source: str) -> None:
     with warnings.catch_warnings():  # a file URI matches two of MLflow's equivalent local source types
         warnings.simplefilter("ignore", UserWarning)
         source_object = resolve_dataset_source(location)
-    dataset = MetaDataset(source_object, name=name, digest=file_digest(sorted(Path(processed_dir).iterdir()))[:16])
+    dataset = MetaDataset(source_object, name=name, digest=data_digest(processed_dir))
     try:
         mlflow.log_input(dataset, context="training")
     except mlflow.exceptions.MlflowException as error:
@@ -204,6 +217,11 @@ def log_dataset(processed_dir: Path, name: str, source: str) -> None:
         if error.error_code != "BAD_REQUEST":
             raise
         mlflow.log_input(dataset, context="training")
+
+
+def data_digest(processed_dir: Path) -> str:
+    """A digest of the processed arrays: the dataset input's digest in MLflow, and the model card's."""
+    return file_digest(sorted(Path(processed_dir).iterdir()))[:16]
 
 
 def run_exists(run_id: str) -> bool:
@@ -249,10 +267,40 @@ def model_requirements() -> list[str]:
     return [f"{name}=={metadata.version(name).split('+')[0]}" for name in MODEL_PACKAGES]
 
 
-def log_and_promote_model(checkpoint: Path, name: str, measurement: Measurement, val_miou: float) -> None:
-    """Log the model (see log_model), register it under `name` and let the registry decide whether it is the new
-    `champion` (pipeline/model_registry.py)."""
-    register_and_promote(log_model(checkpoint).model_uri, name, measurement, val_miou)
+def log_and_promote_model(checkpoint: Path, name: str, measurement: Measurement, val_miou: float,
+                          metrics: dict[str, float], model_card: str) -> None:
+    """Log the model (see log_model) with its `metrics` and its card, register it under `name` with the card as the
+    version's description, and let the registry decide whether it is the new `champion` (model_registry.py)."""
+    model = log_model(checkpoint)
+    mlflow.log_metrics(metrics, model_id=model.model_id)
+    store_card(model.model_id, model_card)
+    register_and_promote(model.model_uri, name, measurement, val_miou, description=model_card)
+
+
+def store_card(model_id: str, model_card: str) -> None:
+    """The card as `model_card.md` among the logged model's files, which its registered versions share."""
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / card.FILE_NAME
+        path.write_text(model_card)
+        mlflow.MlflowClient().log_model_artifact(model_id, str(path))
+
+
+def add_to_cards(run_id: str, title: str, body: str) -> None:
+    """Put section `title` into the card of every version registered from the run: description and model_card.md."""
+    client = mlflow.MlflowClient()
+    model_ids = logged_models_of(client, run_id)
+    for version in client.search_model_versions(f"run_id = '{run_id}'"):
+        model_card = card.with_section(version.description or "", title, body)
+        client.update_model_version(version.name, version.version, description=model_card)
+        for model_id in model_ids:
+            if version.source == f"models:/{model_id}":  # the store keeps a version's model only in its source
+                store_card(model_id, model_card)
+
+
+def logged_models_of(client: mlflow.MlflowClient, run_id: str) -> list[str]:
+    """The ids of the models the run logged (a training run logs one)."""
+    outputs = client.get_run(run_id).outputs
+    return [output.model_id for output in (outputs.model_outputs if outputs else [])]
 
 
 def tag_model_file(model_file: Path) -> None:
@@ -276,17 +324,21 @@ def run_name(model: str, dataset: str) -> str:
 
 
 def attach_to_run(mlflow_params, model_file: Path, metrics: dict[str, float], files: list[Path],
-                  artifact_dir: str) -> None:
-    """Add a later stage's metrics and files to the training run that wrote `model_file`; without one in the
-    store (a model from a DVC remote, another store), warn and attach nothing."""
+                  artifact_dir: str) -> str | None:
+    """Add a later stage's metrics and files to the training run that wrote `model_file`, the metrics linked to the
+    run's logged model too (they score it), and return the run's id; without such a run in the store (a model from
+    a DVC remote, another store), warn, attach nothing and return None."""
     experiment_id = setup_experiment(mlflow_params)
     run_id = run_of_model(experiment_id, model_file)
     if run_id is None:
         print(f"warning: no run in MLflow experiment {mlflow_params.experiment!r} ({redact(mlflow.get_tracking_uri())})"
               f" wrote {model_file}; its {artifact_dir} are not attached to any run")
-        return
+        return None
     client = mlflow.MlflowClient()
+    model_ids = logged_models_of(client, run_id) or [None]
     now = int(time.time() * 1000)
-    client.log_batch(run_id, metrics=[Metric(name, value, now, 0) for name, value in metrics.items()])
+    client.log_batch(run_id, metrics=[Metric(name, value, now, 0, model_id=model_id, run_id=run_id)
+                                      for name, value in metrics.items() for model_id in model_ids])
     for path in files:
         client.log_artifact(run_id, str(path), artifact_dir)
+    return run_id

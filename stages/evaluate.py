@@ -1,7 +1,11 @@
-"""DVC stage: score models/model.pt on the val split into reports/eval/ and attach the results to its MLflow run."""
+"""DVC stage: score models/model.pt on the val split into reports/eval/, attach the results to its MLflow run and
+logged model, and add them to the model card of the versions registered from that run."""
+import json
+
 from pipeline import paths, tracking
 from pipeline.config import Params
 from pipeline.evaluation.evaluate import evaluate
+from pipeline.models import card
 from pipeline.training.threads import ThreadShare
 from stages.cli import run_stage
 
@@ -11,9 +15,12 @@ def main(params: Params) -> None:
     with ThreadShare():  # a queue worker's evaluation runs beside another's training: share the cores likewise
         metrics = evaluate(paths.processed_dir(dataset), paths.interim_dir(dataset), paths.model_file(), out_dir,
                            params.evaluate)
-    tracking.attach_to_run(params.mlflow, paths.model_file(),
-                           {f"eval_{name}": value for name, value in metrics.items()}, sorted(out_dir.iterdir()),
-                           "reports/eval")
+    run_id = tracking.attach_to_run(params.mlflow, paths.model_file(),
+                                    {f"eval_{name}": value for name, value in metrics.items()},
+                                    sorted(out_dir.iterdir()), "reports/eval")
+    if run_id is not None:
+        per_class_iou = json.loads((out_dir / "per_class_iou.json").read_text())
+        tracking.add_to_cards(run_id, card.EVALUATION, card.evaluation_section(metrics, per_class_iou))
 
 
 if __name__ == "__main__":

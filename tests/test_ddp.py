@@ -209,7 +209,8 @@ def test_ddp_diverged_training_stops_every_process_and_fails_its_run(processed, 
     assert "error: training diverged in epoch 1 (" in output
     (run,) = mlflow_runs(project)
     assert run.info.status == "FAILED", output  # not KILLED by torchrun stopping rank 0 once rank 1 has exited
-    assert run.data.metrics == {} and mlflow.MlflowClient().search_model_versions() == []
+    assert [name for name in run.data.metrics if not name.startswith("system/")] == []  # CPU use may be there
+    assert mlflow.MlflowClient().search_model_versions() == []
     assert not (project / "reports" / "train" / "metrics.json").exists()
 
 

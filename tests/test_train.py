@@ -104,7 +104,8 @@ def test_a_val_split_without_labelled_pixels_stops_the_training_with_a_failed_ru
         train(tiny_params(tmp_path), tmp_path / "processed", outputs(tmp_path))
     client = mlflow.MlflowClient(f"sqlite:///{tmp_path / 'mlflow.db'}")
     (run,) = client.search_runs([client.get_experiment_by_name("tests").experiment_id])
-    assert run.info.status == "FAILED" and run.data.metrics == {}
+    assert run.info.status == "FAILED"
+    assert [name for name in run.data.metrics if not name.startswith("system/")] == []  # CPU use may be there
     assert client.search_model_versions() == [] and not outputs(tmp_path).metrics.exists()
 
 

@@ -68,7 +68,8 @@ def test_a_diverged_training_is_one_line_a_failed_run_and_nothing_registered(tmp
     client = MlflowClient(f"sqlite:///{tmp_path / 'mlflow.db'}")
     (run,) = client.search_runs([client.get_experiment_by_name("tests").experiment_id])
     assert run.info.status == "FAILED"
-    assert run.data.metrics == {}  # the diverged epoch never reached MLflow
+    # the diverged epoch never reached MLflow (the machine's CPU use may have)
+    assert [name for name in run.data.metrics if not name.startswith("system/")] == []
     assert client.search_registered_models() == [] and client.search_model_versions() == []
     assert not any((tmp_path / name).exists() for name in ("reports/train/metrics.json", "reports/train/history.csv",
                                                            "models/model.pt", "models/train_state.pt"))

@@ -27,6 +27,7 @@ from pipeline.errors import UserError
 from pipeline.evaluation.scoring import score_loader
 from pipeline.inference import class_indices, predict_batch
 from pipeline.model_registry import Measurement, registered_name
+from pipeline.models import card
 from pipeline.models.checkpoint import save_checkpoint
 from pipeline.models.registry import build_model, count_parameters, rebuild_params
 from pipeline.models.segmenter import SegmentationModel
@@ -196,9 +197,11 @@ def train(params: Params, processed_dir: Path, outputs: TrainOutputs, time_budge
                     log_run(params, flat_params, trainer, processed_dir)
                 if main:
                     tracking.log_missing_epochs(run.info.run_id, state.history)
+                resumed_after, started = state.epoch, time.perf_counter()
                 run_epochs(params, outputs, state, trainer, time_budget)
                 if main:
-                    finish(params, outputs, state, trainer, processed_dir)
+                    finish(params, outputs, state, trainer, processed_dir, manifest,
+                           time.perf_counter() - started, resumed_after)
         except TrainingDiverged:
             # every process stops at the same epoch; the first to exit makes torchrun SIGTERM the rest, which
             # would close rank 0's run as KILLED: all of them leave once it is closed as FAILED
@@ -327,8 +330,10 @@ def resume_or_start(path: Path, identity: str) -> TrainState:
     return state
 
 
-def finish(params: Params, outputs: TrainOutputs, state: TrainState, trainer: Trainer, processed_dir: Path) -> None:
-    """Write the best checkpoint and the reports, log them and the model to MLflow, mark the state completed."""
+def finish(params: Params, outputs: TrainOutputs, state: TrainState, trainer: Trainer, processed_dir: Path,
+           manifest: dict, seconds: float, resumed_after: int) -> None:
+    """Write the best checkpoint and the reports, log them and the model with its card to MLflow, mark the state
+    completed. `seconds` is the time the epochs after `resumed_after` took in this process."""
     best = state.best
     model_params = params.model_params().architecture()
     best_model = build_model(params.model, trainer.class_names, rebuild_params(params.model, model_params),
@@ -340,13 +345,16 @@ def finish(params: Params, outputs: TrainOutputs, state: TrainState, trainer: Tr
     reports.write_metrics(best, outputs.metrics)
     reports.write_metrics({**params.recipe(), **resolved_settings(trainer)}, outputs.resolved)
     reports.save_progress(trainer.data.progress_images, state.snapshots, outputs.progress)
-    mlflow.log_metrics({name if name.startswith("best") else f"best_{name}": value for name, value in best.items()})
     mlflow.log_artifact(str(outputs.history), "reports/train")
     mlflow.log_artifact(str(outputs.metrics), "reports/train")
     mlflow.log_artifact(str(outputs.resolved), "reports/train")
     measured_on = Measurement.of(params.data.dataset, trainer.class_names, processed_dir, params.data.subset.val)
-    tracking.log_and_promote_model(outputs.model, registered_name(params.mlflow.experiment, params.data.dataset,
-                                   len(trainer.class_names)), measured_on, best["val_miou"])
+    name = registered_name(params.mlflow.experiment, params.data.dataset, len(trainer.class_names))
+    model_card = card.training_card(name, params, manifest, tracking.data_digest(processed_dir), trainer.data.partial,
+                                    {"train": trainer.data.num_train, "val": trainer.data.num_val},
+                                    resolved_settings(trainer), best, seconds, state.epoch, resumed_after)
+    best_metrics = {key if key.startswith("best") else f"best_{key}": value for key, value in best.items()}
+    tracking.log_and_promote_model(outputs.model, name, measured_on, best["val_miou"], best_metrics, model_card)
     state.completed = True
     state.run_id = None  # only an unfinished state needs its run; without it identical runs write equal bytes
     state.save(outputs.state)
