@@ -29,7 +29,7 @@ from pipeline.data.dataset import SegmentationArrays, read_manifest
 from pipeline.evaluation.scoring import score_loader
 from pipeline.models.checkpoint import load_checkpoint
 from pipeline.paths import TrainOutputs
-from pipeline.training.distributed import MULTI_NODE_SETTINGS, torchrun_command
+from pipeline.training.distributed import MULTI_NODE_SETTINGS, torchrun_arguments
 from pipeline.training.loop import train
 from pipeline.training.setup import build_data
 from tests.synthetic_data import processed_synthetic
@@ -95,7 +95,8 @@ def start_stage(project: Path, through_torchrun: bool = False) -> subprocess.Pop
            if not name.startswith(("MLFLOW_", "DVC_", "PET_")) and name not in ("RANK", "LOCAL_RANK", "WORLD_SIZE")}
     env.update(PYTHONPATH=os.pathsep.join([str(project.parent / "audit"), str(REPO_ROOT)]), OMP_NUM_THREADS="1",
                AUDIT_PROJECT=str(project), AUDIT_LOG=str(project.parent / "audit" / "writes"))
-    command = torchrun_command(2, "stages.train", []) if through_torchrun else [sys.executable, "-m", "stages.train"]
+    command = ([sys.executable, "-m", "torch.distributed.run", *torchrun_arguments(2, "stages.train", [])]
+               if through_torchrun else [sys.executable, "-m", "stages.train"])
     return subprocess.Popen(command, cwd=project, env=env, text=True, stdout=subprocess.PIPE,
                             stderr=subprocess.STDOUT)
 
@@ -245,8 +246,7 @@ def test_ddp_single_process_shuffle_is_the_seeded_permutation_of_the_epoch(proce
 def test_ddp_launch_is_standalone_torchrun_unless_a_rendezvous_is_configured(monkeypatch):
     for name in MULTI_NODE_SETTINGS:
         monkeypatch.delenv(name, raising=False)
-    command = torchrun_command(4, "stages.train", ["--params", "p.yaml"])
-    assert command[1:] == ["-m", "torch.distributed.run", "--standalone", "--nproc-per-node=4", "-m", "stages.train",
-                           "--params", "p.yaml"]
+    arguments = torchrun_arguments(4, "stages.train", ["--params", "p.yaml"])
+    assert arguments == ["--standalone", "--nproc-per-node=4", "-m", "stages.train", "--params", "p.yaml"]
     monkeypatch.setenv("PET_RDZV_ENDPOINT", "node0:29500")  # multi-node: torchrun reads PET_NNODES, PET_RDZV_*
-    assert "--standalone" not in torchrun_command(4, "stages.train", [])
+    assert "--standalone" not in torchrun_arguments(4, "stages.train", [])

@@ -17,6 +17,7 @@ from typing import NoReturn, TypeVar
 import torch
 import torch.distributed as dist
 from torch import nn
+from torch.distributed import run as torchrun
 from torch.nn.parallel import DistributedDataParallel
 
 from pipeline.errors import UserError
@@ -34,21 +35,23 @@ def launched_by_torchrun() -> bool:
     return "LOCAL_RANK" in os.environ and "WORLD_SIZE" in os.environ
 
 
-def torchrun_command(nproc_per_node: int, module: str, args: list[str]) -> list[str]:
-    """`torchrun --standalone` (one node) for `python -m module args`. When torchrun's own environment variables
-    name a rendezvous (PET_NNODES, PET_RDZV_ENDPOINT or PET_MASTER_ADDR) it is left to them instead, so the
-    processes join those of the other nodes (README, "Scaling out")."""
+def torchrun_arguments(nproc_per_node: int, module: str, args: list[str]) -> list[str]:
+    """torchrun's arguments for `python -m module args`: `--standalone` (one node), or, when torchrun's own
+    environment variables name a rendezvous (PET_NNODES, PET_RDZV_ENDPOINT or PET_MASTER_ADDR), none, so that
+    the processes join those of the other nodes (README, "Scaling out")."""
     standalone = [] if any(os.environ.get(name) for name in MULTI_NODE_SETTINGS) else ["--standalone"]
-    return [sys.executable, "-m", "torch.distributed.run", *standalone, f"--nproc-per-node={nproc_per_node}",
-            "-m", module, *args]
+    return [*standalone, f"--nproc-per-node={nproc_per_node}", "-m", module, *args]
 
 
 def relaunch_under_torchrun(nproc_per_node: int, module: str) -> NoReturn:
-    """Replace this process by torchrun running `module` with the same arguments in `nproc_per_node` processes
-    (it forwards SIGTERM and Ctrl-C to them, and fails as a whole when one of them fails)."""
-    command = torchrun_command(nproc_per_node, module, sys.argv[1:])
-    print("launching: python " + shlex.join(command[1:]), flush=True)
-    os.execv(sys.executable, command)
+    """Run torchrun in this process, starting `module` with the same arguments in `nproc_per_node` processes
+    (it forwards SIGTERM and Ctrl-C to them, and fails as a whole when one of them fails). In this process, not
+    exec'd, so that the launcher keeps the thread with which stages/cli.py watches DVC: when DVC exits, the
+    launcher is signalled and stops the workers."""
+    arguments = torchrun_arguments(nproc_per_node, module, sys.argv[1:])
+    print("launching: python -m torch.distributed.run " + shlex.join(arguments), flush=True)
+    torchrun.main(arguments)
+    sys.exit(0)
 
 
 @contextmanager
