@@ -13,6 +13,7 @@ from pipeline.data.palette import flat_palette
 
 CLASSES = ["background", "pétale", "Æble"]
 COLOURS = {"background": (0, 0, 0), "pétale": (200, 30, 30), "Æble": (30, 200, 30)}
+IGNORE_COLOUR = (224, 224, 192)  # VOC's border colour
 TRAIN_IDS = ["IMG 1", "café Æ", "scan (2)", "IMG_4"]
 VAL_IDS = ["Ærø 5", "photo 6"]
 IMAGE_SUFFIXES = [".JPG", ".jpeg", ".PNG", ".jpg", ".Jpg", ".png"]  # one per id, in order
@@ -71,16 +72,17 @@ def write_voc_layout(root: Path) -> dict[str, np.ndarray]:
 
 
 def write_images_and_masks(root: Path) -> dict[str, np.ndarray]:
-    """images/ + masks/ with RGB masks in the colours of a colors.txt in CVAT's labelmap form (a colour table has
-    no ignore label: the ignored column is painted background); returns id -> class mask."""
-    palette = np.array([COLOURS[name] for name in CLASSES], dtype=np.uint8)
+    """images/ + masks/ with RGB masks in the colours of a colors.txt in CVAT's labelmap form; returns id -> mask."""
+    colours = {**COLOURS, "ignore": IGNORE_COLOUR}
+    palette = np.zeros((256, 3), dtype=np.uint8)
+    palette[[*range(len(CLASSES)), 255]] = [COLOURS[name] for name in CLASSES] + [IGNORE_COLOUR]
     masks = {}
     for index, sample_id in enumerate(all_ids()):
         save_photo(root / "images" / f"{on_disk(sample_id)}{IMAGE_SUFFIXES[index]}", index)
-        masks[sample_id] = np.where(class_mask(index) == 255, 0, class_mask(index)).astype(np.uint8)
+        masks[sample_id] = class_mask(index)
         save_png(root / "masks" / f"{on_disk(sample_id)}{'.PNG' if index % 2 else '.png'}",
                  Image.fromarray(palette[masks[sample_id]]))
     (root / "classes.txt").write_bytes(windows_text(CLASSES))
     (root / "colors.txt").write_bytes(windows_text(["# label:color_rgb:parts:actions",
-                                                    *(f"{name}:{r},{g},{b}::" for name, (r, g, b) in COLOURS.items())]))
+                                                    *(f"{name}:{r},{g},{b}::" for name, (r, g, b) in colours.items())]))
     return masks

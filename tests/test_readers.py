@@ -413,15 +413,17 @@ def test_folder_keeps_its_own_train_val_and_test_split(tmp_path: Path):
 
 
 def test_folder_colour_table_from_a_cvat_labelmap_file(tmp_path: Path):
-    root = write_folder(tmp_path / "mine", {"a": rgb_mask(class_map(0, 1, 2)), "b": rgb_mask(class_map(2, 0))})
-    (root / "colors.txt").write_text("# label:color_rgb:parts:actions\nbg:0,0,0::\nleaf:0,128,0::\nbug:255,255,0::\n")
+    with_border = np.array([*RGB.values(), (224, 224, 192)], dtype=np.uint8)[class_map(0, 1, 2, 3)]
+    root = write_folder(tmp_path / "mine", {"a": Image.fromarray(with_border), "b": rgb_mask(class_map(2, 0))})
+    (root / "colors.txt").write_text("# label:color_rgb:parts:actions\nbg:0,0,0::\nleaf:0,128,0::\nbug:255,255,0::\n"
+                                     "ignore:224,224,192::\n")
     table = write_interim(read_folder_root(root, list(RGB), val_fraction=0.5), tmp_path / "interim")
-    assert np.array_equal(interim_masks(tmp_path / "interim")["a"], class_map(0, 1, 2)) and len(table) == 2
+    assert np.array_equal(interim_masks(tmp_path / "interim")["a"], class_map(0, 1, 2, 255)) and len(table) == 2
     (root / "colors.txt").write_text("bg: 0 0 0\nleaf: 0 128\n")
     with pytest.raises(UserError, match=r"colors.txt: line 2 is 'leaf: 0 128'; expected 'name: R, G, B'"):
         read_folder_root(root, list(RGB))
     (root / "colors.txt").write_text("bg: 0 0 0\nleaf: 0 128 0\ntree: 9 9 9\n")
-    with pytest.raises(UserError, match=r"colors.txt: 'tree' is not one of the classes"):
+    with pytest.raises(UserError, match=r"colors.txt: 'tree' is not one of the classes \['bg', 'leaf', 'bug'\] \(or "):
         read_folder_root(root, list(RGB))
     (root / "colors.txt").unlink()
     with pytest.raises(UserError, match=r"data.folder.colors: 'bg' and 'bug' have the same colour \[0, 0, 0\]"):
@@ -437,6 +439,9 @@ def test_folder_mask_errors_name_the_file(tmp_path: Path):
         write_interim(read_folder_root(root, list(RGB), {"bg": (0, 0, 0), "leaf": (0, 128, 0)}), tmp_path / "interim")
     with pytest.raises(FileNotFoundError, match=r"mine/classes.txt: no class names; .* or set data.folder.classes"):
         read_folder_root(root)
+    (tmp_path / "empty" / "images").mkdir(parents=True)
+    with pytest.raises(FileNotFoundError, match=r"empty/images: no images \(.jpg, "):
+        read_folder_root(tmp_path / "empty", ["bg"])
 
 
 def test_folder_image_without_mask_is_an_error_or_skipped(tmp_path: Path):

@@ -7,7 +7,8 @@ IMG_1.png). Class names come from root/classes.txt (line 1 = index 0) or data.fo
 
 Masks are class-index images (mode L or P, 255 = ignore), or RGB images painted in one colour per class, read
 through a colour table: root/colors.txt or data.folder.colors. colors.txt has one `name: R, G, B` line per
-class; further `:` fields and `#` lines are ignored, so CVAT's labelmap.txt is one.
+class; further `:` fields and `#` lines are ignored, so CVAT's labelmap.txt is one. The name `ignore` (when no
+class has it) marks the colour of pixels to leave out (255), such as VOC's borders.
 """
 from __future__ import annotations
 
@@ -17,13 +18,15 @@ from pathlib import Path
 
 import numpy as np
 
-from pipeline.data.files import files_by_stem, image_files, read_lines, seeded_val_split
+from pipeline.data.files import IMAGE_SUFFIXES, files_by_stem, image_files, read_lines, seeded_val_split
 from pipeline.data.imageio import BadSampleError, open_image
 from pipeline.data.interim import SPLITS, TEST_SPLIT, RawSample, SourceDataset
+from pipeline.data.labels import IGNORE_INDEX
 from pipeline.data.sources.voc import CLASSES_FILE, INDEX_MODES, choose_class_names
 from pipeline.errors import UserError
 
 COLORS_FILE = "colors.txt"
+IGNORE_NAME = "ignore"  # in a colour table: the colour of ignored pixels
 COLOUR_MODES = ("RGB", "RGBA")  # RGBA: alpha is ignored (editors save opaque masks with one)
 RGB_WEIGHTS = np.array([1 << 16, 1 << 8, 1])  # one int per colour
 Colour = tuple[int, int, int]
@@ -45,6 +48,8 @@ def read_folder(root: Path, classes: list[str] | None, colors: dict[str, Colour]
         check_each_stem_once(samples)
     else:
         samples = seeded_val_split(pair_files(root, "", "train"), val_fraction, str(seed))
+    if not samples:
+        raise FileNotFoundError(f"{root / 'images'}: no images ({', '.join(IMAGE_SUFFIXES)}, in any case)")
     return SourceDataset(classes=names, samples=samples,
                          decode_mask=partial(decode_mask, colours=colour_table(root, colors, names)))
 
@@ -56,7 +61,8 @@ def own_splits(root: Path) -> list[str]:
     if found and (not set(SPLITS) <= set(found) or loose):
         raise UserError(f"{root / 'images'}: put the images either directly in images/ (split by "
                         f"data.folder.val_fraction) or in train/ and val/ subfolders (and test/), with masks/ "
-                        f"alike; found {', '.join(found)}/" + (f" and images such as {loose[0].name}" if loose else ""))
+                        f"alike; found {', '.join(f'{split}/' for split in found)}"
+                        + (f" and images such as {loose[0].name}" if loose else ""))
     return found
 
 
@@ -89,16 +95,17 @@ def colour_table(root: Path, colors: dict[str, Colour] | None, classes: list[str
     table, where = (from_file, colors_file) if from_file is not None else (colors, "data.folder.colors")
     if not table:
         return None
-    unknown = [name for name in table if name not in classes]
+    indices = {IGNORE_NAME: IGNORE_INDEX, **{name: index for index, name in enumerate(classes)}}
+    unknown = [name for name in table if name not in indices]
     if unknown:
-        raise UserError(f"{where}: {unknown[0]!r} is not one of the classes {classes}")
+        raise UserError(f"{where}: {unknown[0]!r} is not one of the classes {classes} (or {IGNORE_NAME!r})")
     by_colour: dict[Colour, str] = {}
     for name, colour in table.items():
         if tuple(colour) in by_colour:
             raise UserError(f"{where}: {by_colour[tuple(colour)]!r} and {name!r} have the same colour "
                             f"{list(colour)}; a colour stands for one class")
         by_colour[tuple(colour)] = name
-    return {int(np.dot(colour, RGB_WEIGHTS)): classes.index(name) for colour, name in by_colour.items()}
+    return {int(np.dot(colour, RGB_WEIGHTS)): indices[name] for colour, name in by_colour.items()}
 
 
 def read_colours(path: Path) -> dict[str, Colour]:
