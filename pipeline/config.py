@@ -34,7 +34,7 @@ from pydantic_core import PydanticCustomError
 
 from pipeline.errors import UserError
 
-DatasetName = Literal["synthetic", "voc2012", "ade20k", "voc_layout", "single_class"]
+DatasetName = Literal["synthetic", "voc2012", "ade20k", "voc_layout", "single_class", "folder"]
 ModelName = Literal["unet", "resnet34_unet", "multiscale_unet", "smp"]
 OptimizerName = Literal["adam", "adamw", "sgd"]
 SchedulerName = Literal["plateau", "cosine", "poly", "none"]
@@ -138,6 +138,17 @@ class SingleClassParams(_Block):
     split_seed: Int = 0
 
 
+Byte = Annotated[Int, Field(ge=0, le=255)]
+
+
+class FolderParams(_Block):
+    """data.root/images/* + data.root/masks/*, paired by file stem (pipeline/data/sources/folder.py)."""
+    classes: list[Str] | None = None  # class names, when data.root has no classes.txt
+    colors: dict[Str, tuple[Byte, Byte, Byte]] | None = None  # RGB-coded masks: class name -> [R, G, B]
+    val_fraction: Annotated[Float, Field(gt=0, lt=1)] = 0.2  # without train/ and val/ subfolders
+    split_seed: Int = 0
+
+
 class SubsetParams(_Block):
     train: Count | None = None  # a seeded random subset of this many training images; null: all
     val: Count | None = None
@@ -155,6 +166,7 @@ class DataParams(_Block):
     ade20k: Ade20kParams = Field(default_factory=Ade20kParams)
     voc_layout: VocLayoutParams = Field(default_factory=VocLayoutParams)
     single_class: SingleClassParams = Field(default_factory=SingleClassParams)
+    folder: FolderParams = Field(default_factory=FolderParams)
 
 
 class _ModelBlock(_Block):

@@ -24,6 +24,7 @@ from tqdm import tqdm
 import pipeline
 from pipeline.atomic import atomic_path
 from pipeline.config import ConfigError, load_params
+from pipeline.data.files import IMAGE_SUFFIXES, image_files
 from pipeline.data.imageio import BadSampleError, read_rgb, write_mask_png
 from pipeline.data.labels import BACKGROUND
 from pipeline.data.palette import colorize, voc_palette
@@ -35,7 +36,6 @@ from pipeline.training.device import pick_device
 OVERLAY_ALPHA = 0.5
 PROJECT_ROOT = Path(pipeline.__file__).resolve().parents[1]
 SQLITE_PREFIX = "sqlite:///"
-IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp")
 BACKGROUND_NAMES = ("background", "_background_", "bg")
 MODEL_URI = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]+:/")  # models:/, runs:/, s3://...; two letters at least
 LEGEND_PAD, LEGEND_SWATCH = 4, 12
@@ -86,13 +86,14 @@ def check_device(parser: argparse.ArgumentParser, name: str) -> None:
 
 
 def expand_inputs(paths: Sequence[Path]) -> list[Path]:
-    """Folders become their image files (sorted, not recursive); other paths stay, to be reported if unreadable."""
+    """Folders become their image files (any extension case, not hidden ones such as macOS `._IMG_1.JPG`; sorted,
+    not recursive); other paths stay, to be reported if unreadable."""
     expanded = []
     for path in paths:
         if not path.is_dir():
             expanded.append(path)
             continue
-        images = sorted(p for p in path.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file())
+        images = image_files(path)
         if not images:
             raise fail(f"{path}: a folder without image files ({', '.join(IMAGE_SUFFIXES)})")
         expanded.extend(images)

@@ -99,6 +99,8 @@ def test_yaml_exponents_without_a_dot_are_floats(tmp_path):
     ({"data": {"synthetic": {"num_val": 0}}}, "data.synthetic.num_val: must be >= 1"),
     ({"data": {"single_class": {"val_fraction": 0}}}, "data.single_class.val_fraction: must be > 0"),
     ({"data": {"single_class": {"val_fraction": 1}}}, "data.single_class.val_fraction: must be < 1"),
+    ({"data": {"folder": {"val_fraction": 0}}}, "data.folder.val_fraction: must be > 0"),
+    ({"data": {"folder": {"colors": {"leaf": [0, 256, 0]}}}}, "data.folder.colors.leaf[1]: must be <= 255"),
     ({"data": {"subset": {"train": 0}}}, "data.subset.train: must be >= 1"),
     ({"data": {"subset": {"val": -3}}}, "data.subset.val: must be >= 1"),
     ({"models": {"unet": {"base_channels": 0}}}, "models.unet.base_channels: must be >= 1"),

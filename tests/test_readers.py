@@ -5,15 +5,21 @@ import json
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 import pytest
 from PIL import Image
 
+from pipeline.config import DataParams, parse
 from pipeline.data.imageio import BadSampleError
 from pipeline.data.interim import read_classes, read_samples, write_interim
 from pipeline.data.palette import flat_palette
+from pipeline.data.sources import raw, read_source
 from pipeline.data.sources.ade20k import read_ade20k
+from pipeline.data.sources.folder import read_folder
 from pipeline.data.sources.single_class import read_single_class
 from pipeline.data.sources.voc import VOC_CLASSES, read_custom_voc, read_voc2012
+from pipeline.errors import UserError
+from tests import own_data
 
 HEIGHT, WIDTH = 12, 16
 
@@ -347,5 +353,151 @@ def test_single_class_ids_must_be_unique(tmp_path: Path):
     mask = ENCODINGS["L-0-1"]
     write_class(tmp_path / "root" / "leaf", {"a": mask})
     save_photo(tmp_path / "root" / "leaf" / "images" / "a.png")
-    with pytest.raises(ValueError, match="sample id leaf__a is not unique"):
+    with pytest.raises(UserError, match="leaf/images/a.jpg and a.png: two images named 'a' in one folder"):
         read_single_class(tmp_path / "root", val_fraction=0.5, seed=0)
+
+
+# --- images/ + masks/ folder ---------------------------------------------------------------------------
+
+RGB = {"bg": (0, 0, 0), "leaf": (0, 128, 0), "bug": (255, 255, 0)}
+
+
+def rgb_mask(values: np.ndarray) -> Image.Image:
+    return Image.fromarray(np.array(list(RGB.values()), dtype=np.uint8)[values])
+
+
+def write_folder(root: Path, masks: dict[str, Image.Image], image_suffix: str = ".jpg") -> Path:
+    """root/images/<name><image_suffix> and root/masks/<name>.png; a name may hold a split folder ("train/a")."""
+    for name, mask in masks.items():
+        save_photo(root / "images" / f"{name}{image_suffix}", mask.size)
+        save_mask(root / "masks" / f"{name}.png", mask)
+    return root
+
+
+def read_folder_root(root: Path, classes: list[str] | None = None, colors: dict | None = None,
+                     val_fraction: float = 0.25, seed: int = 0):
+    return read_folder(root, classes, colors, val_fraction, seed)
+
+
+@pytest.mark.parametrize("form", ["L", "P", "RGB+colors"])
+def test_folder_reads_each_mask_form_in_a_seeded_split(tmp_path: Path, form: str):
+    values = {f"IMG_{i}": class_map(0, i % 3, 255 if form != "RGB+colors" else 2) for i in range(8)}
+    encode = {"L": Image.fromarray, "P": palette_mask, "RGB+colors": rgb_mask}[form]
+    root = write_folder(tmp_path / "mine", {name: encode(mask) for name, mask in values.items()}, image_suffix=".JPG")
+    colors = RGB if form == "RGB+colors" else None
+    table = write_interim(read_folder_root(root, list(RGB), colors), tmp_path / "interim")
+    assert read_classes(tmp_path / "interim") == ["bg", "leaf", "bug"]
+    masks = interim_masks(tmp_path / "interim")
+    assert all(np.array_equal(masks[name], mask) for name, mask in values.items())
+    val = sorted(table.loc[table["split"] == "val", "id"])
+
+    def val_ids(seed: int) -> list[str]:
+        return sorted(s.id for s in read_folder_root(root, list(RGB), colors, seed=seed).samples if s.split == "val")
+
+    assert len(val) == 2 and val == val_ids(seed=0)
+    assert any(val_ids(seed) != val for seed in range(1, 5))
+
+
+def test_folder_keeps_its_own_train_val_and_test_split(tmp_path: Path):
+    mask = Image.fromarray(class_map(0, 1))
+    root = write_folder(tmp_path / "mine", {"train/a": mask, "train/b": mask, "val/c": mask, "test/d": mask})
+    (root / "classes.txt").write_text("bg\nleaf\n")
+    table = write_interim(read_folder_root(root), tmp_path / "interim")
+    assert dict(zip(table["id"], table["split"])) == {"a": "train", "b": "train", "c": "val", "d": "test"}
+    write_folder(root, {"val/a": mask})
+    with pytest.raises(UserError, match=r"train/a.jpg and .*val/a.jpg: one name in two splits"):
+        read_folder_root(root)
+    write_folder(root, {"stray": mask})
+    with pytest.raises(UserError, match=r"images: put the images either directly in images/ .* such as stray.jpg"):
+        read_folder_root(root)
+
+
+def test_folder_colour_table_from_a_cvat_labelmap_file(tmp_path: Path):
+    with_border = np.array([*RGB.values(), (224, 224, 192)], dtype=np.uint8)[class_map(0, 1, 2, 3)]
+    root = write_folder(tmp_path / "mine", {"a": Image.fromarray(with_border), "b": rgb_mask(class_map(2, 0))})
+    (root / "colors.txt").write_text("# label:color_rgb:parts:actions\nbg:0,0,0::\nleaf:0,128,0::\nbug:255,255,0::\n"
+                                     "ignore:224,224,192::\n")
+    table = write_interim(read_folder_root(root, list(RGB), val_fraction=0.5), tmp_path / "interim")
+    assert np.array_equal(interim_masks(tmp_path / "interim")["a"], class_map(0, 1, 2, 255)) and len(table) == 2
+    (root / "colors.txt").write_text("bg: 0 0 0\nleaf: 0 128\n")
+    with pytest.raises(UserError, match=r"colors.txt: line 2 is 'leaf: 0 128'; expected 'name: R, G, B'"):
+        read_folder_root(root, list(RGB))
+    (root / "colors.txt").write_text("bg: 0 0 0\nleaf: 0 128 0\ntree: 9 9 9\n")
+    with pytest.raises(UserError, match=r"colors.txt: 'tree' is not one of the classes \['bg', 'leaf', 'bug'\] \(or "):
+        read_folder_root(root, list(RGB))
+    (root / "colors.txt").unlink()
+    with pytest.raises(UserError, match=r"data.folder.colors: 'bg' and 'bug' have the same colour \[0, 0, 0\]"):
+        read_folder_root(root, list(RGB), {**RGB, "bug": (0, 0, 0)})
+
+
+def test_folder_mask_errors_name_the_file(tmp_path: Path):
+    masks = {"a": rgb_mask(class_map(0, 1)), "b": rgb_mask(class_map(0, 2)), "c": Image.fromarray(class_map(1, 0))}
+    root = write_folder(tmp_path / "mine", masks)
+    with pytest.raises(BadSampleError, match=r"masks/a.png: mask mode RGB cannot be read as classes .*colors.txt"):
+        write_interim(read_folder_root(root, list(RGB)), tmp_path / "interim")
+    with pytest.raises(BadSampleError, match=r"masks/b.png: colour \(255, 255, 0\) \(at x=\d+, y=0\) is in no class"):
+        write_interim(read_folder_root(root, list(RGB), {"bg": (0, 0, 0), "leaf": (0, 128, 0)}), tmp_path / "interim")
+    with pytest.raises(FileNotFoundError, match=r"mine/classes.txt: no class names; .* or set data.folder.classes"):
+        read_folder_root(root)
+    (tmp_path / "empty" / "images").mkdir(parents=True)
+    with pytest.raises(FileNotFoundError, match=r"empty/images: no images \(.jpg, "):
+        read_folder_root(tmp_path / "empty", ["bg"])
+
+
+def test_folder_image_without_mask_is_an_error_or_skipped(tmp_path: Path):
+    mask = Image.fromarray(class_map(0, 1))
+    root = write_folder(tmp_path / "mine", {"a": mask, "b": mask, "c": mask, "d": mask})
+    save_photo(root / "images" / "IMG 9.TIF")
+    with pytest.raises(BadSampleError, match=r"images/IMG 9.TIF: no mask found \(expected .*masks/IMG 9.png\)"):
+        write_interim(read_folder_root(root, ["bg", "leaf"], val_fraction=0.5), tmp_path / "interim")
+    source = read_folder_root(root, ["bg", "leaf"], val_fraction=0.5)
+    table = write_interim(source, tmp_path / "interim", on_bad_sample="skip")
+    assert "IMG 9" not in set(table["id"]) and len(table) == 4
+    skipped = json.loads((tmp_path / "interim" / "skipped.json").read_text())
+    assert [entry["id"] for entry in skipped["samples"]] == ["IMG 9"]
+
+
+# --- names as people have them, in every reader --------------------------------------------------------
+
+def read_through_the_stages(dataset: str, root: Path, interim: Path) -> pd.DataFrame:
+    """The download and merge stages' calls, with data.root given with a trailing slash."""
+    data = parse(DataParams, {"dataset": dataset, "root": f"{root}/"}, "data")
+    raw.download_source(data, interim.parent / "raw")
+    return write_interim(read_source(data, interim.parent / "raw"), interim)
+
+
+@pytest.mark.parametrize("dataset, write", [("voc_layout", own_data.write_voc_layout),
+                                            ("folder", own_data.write_images_and_masks)])
+def test_names_with_spaces_accents_and_upper_case_extensions_in_windows_lists(tmp_path: Path, dataset, write):
+    expected = write(tmp_path / "données Æ" / dataset)
+    table = read_through_the_stages(dataset, tmp_path / "données Æ" / dataset, tmp_path / "interim")
+    assert read_classes(tmp_path / "interim") == own_data.CLASSES
+    assert sorted(table["id"]) == sorted(own_data.all_ids())
+    masks = interim_masks(tmp_path / "interim")
+    assert all(np.array_equal(masks[sample_id], mask) for sample_id, mask in expected.items())
+    if dataset == "voc_layout":
+        assert dict(zip(table["id"], table["split"])) == {**dict.fromkeys(own_data.TRAIN_IDS, "train"),
+                                                          **dict.fromkeys(own_data.VAL_IDS, "val")}
+
+
+def test_voc_lists_keep_sbd_path_pairs_whose_names_hold_spaces(voc_root: Path, tmp_path: Path):
+    ids = ["2008 000010", "IMG 1 é"]
+    write_voc(voc_root, {"train": {i: Image.fromarray(class_map(0, 7)) for i in ids}},
+              mask_dir="SegmentationClassAug", list_names={"train": "trainaug.txt"})
+    (voc_root / "ImageSets/Segmentation/trainaug.txt").write_bytes(own_data.windows_text(
+        [f"/JPEGImages/{i}.jpg /SegmentationClassAug/{i}.png" for i in ids]))
+    table = write_interim(read_voc2012(voc_root, trainaug=True), tmp_path / "interim")
+    assert sorted(table.loc[table["split"] == "train", "id"]) == ids
+
+
+def test_ade20k_and_single_class_match_stems_whatever_the_extension_case(tmp_path: Path):
+    root = write_ade(tmp_path / "ADEChallengeData2016", {"training": {"ADE train 1": class_map(1)},
+                                                         "validation": {"ADE_val_1": class_map(1)}})
+    (root / "images" / "training" / "ADE train 1.jpg").rename(root / "images" / "training" / "ADE train 1.JPG")
+    assert [s.id for s in read_ade20k(root).samples] == ["ADE train 1", "ADE_val_1"]
+    write_class(tmp_path / "single" / "leaf", {"IMG 1": ENCODINGS["L-0-1"], "b": ENCODINGS["L-0-1"]})
+    images = tmp_path / "single" / "leaf" / "images"
+    (images / "IMG 1.jpg").rename(images / "IMG 1.JPG")
+    (images / "._IMG 1.JPG").write_bytes(b"macOS resource fork")
+    table = write_interim(read_single_class(tmp_path / "single", val_fraction=0.5, seed=0), tmp_path / "interim")
+    assert sorted(table["id"]) == ["leaf__IMG 1", "leaf__b"]

@@ -6,6 +6,7 @@ from pathlib import Path
 
 from pipeline.config import DataParams
 from pipeline.data.sources.ade20k import read_ade20k
+from pipeline.data.sources.folder import read_folder
 from pipeline.data.interim import SourceDataset
 from pipeline.data.sources.raw import download_source, source_root
 from pipeline.data.sources.single_class import read_single_class
@@ -22,4 +23,7 @@ def read_source(data: DataParams, raw_dir: Path) -> SourceDataset:
         return read_voc2012(root, data.voc2012.trainaug)
     if data.dataset == "ade20k":
         return read_ade20k(root)
+    if data.dataset == "folder":
+        folder = data.folder
+        return read_folder(root, folder.classes, folder.colors, folder.val_fraction, folder.split_seed)
     return read_single_class(root, data.single_class.val_fraction, data.single_class.split_seed)

@@ -9,6 +9,7 @@ from pathlib import Path
 
 import numpy as np
 
+from pipeline.data.files import files_by_stem, read_lines
 from pipeline.data.imageio import BadSampleError
 from pipeline.data.interim import RawSample, SourceDataset
 from pipeline.data.labels import IGNORE_INDEX
@@ -23,7 +24,7 @@ def read_class_table(path: Path) -> list[str]:
     """The 150 names of `objectInfo150.txt` (tab-separated, header row); 'building, edifice' -> 'building'."""
     if not path.exists():
         raise FileNotFoundError(f"{path}: class table missing (ADEChallengeData2016 ships objectInfo150.txt)")
-    header, *rows = [line.split("\t") for line in path.read_text().splitlines() if line.strip()]
+    header, *rows = [line.split("\t") for line in read_lines(path) if line]
     column = header.index("Name") if "Name" in header else -1
     names = [row[column].split(",")[0].strip() for row in rows]
     if len(names) != NUM_CLASSES:
@@ -42,12 +43,17 @@ def read_ade20k(root: Path) -> SourceDataset:
     """`root` is `ADEChallengeData2016/` or the folder holding it; annotations pair with images by stem."""
     root = Path(root)
     root = root / ADE_SUBDIR if (root / ADE_SUBDIR).is_dir() else root
-    samples = [RawSample(id=image.stem, split=split, image_path=image,
-                         mask_path=root / "annotations" / folder / f"{image.stem}.png")
-               for split, folder in SPLIT_FOLDERS.items()
-               for image in sorted((root / "images" / folder).glob("*.jpg"))]
+    samples = [sample for split, folder in SPLIT_FOLDERS.items() for sample in split_samples(root, split, folder)]
     if not samples:
         raise FileNotFoundError(f"{root}: no images in images/training or images/validation "
                                 f"(expected the ADEChallengeData2016 layout)")
     return SourceDataset(classes=read_class_table(root / "objectInfo150.txt"), samples=samples,
                          decode_mask=decode_ade_mask)
+
+
+def split_samples(root: Path, split: str, folder: str) -> list[RawSample]:
+    """Images of one split folder with the annotation of the same stem (any extension, in any case)."""
+    annotations = files_by_stem(root / "annotations" / folder)
+    return [RawSample(id=stem, split=split, image_path=image,
+                      mask_path=annotations.get(stem, root / "annotations" / folder / f"{stem}.png"))
+            for stem, image in files_by_stem(root / "images" / folder).items()]

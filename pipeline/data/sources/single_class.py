@@ -19,14 +19,13 @@ Anything else (16-bit, float, coloured RGB) is an error naming the file.
 """
 from __future__ import annotations
 
-import random
 from collections import Counter
-from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
 from PIL import Image
 
+from pipeline.data.files import files_by_stem, seeded_val_split
 from pipeline.data.imageio import BadSampleError, open_image
 from pipeline.data.interim import SPLITS, RawSample, SourceDataset
 
@@ -65,23 +64,18 @@ def class_samples(folder: Path, class_index: int, val_fraction: float, seed: int
                          f"val/, each with images/ + masks/ (found {', '.join(own_split)} folders)")
     if own_split:
         return [sample for split in SPLITS for sample in pair_files(folder / split, folder.name, class_index, split)]
-    pairs = pair_files(folder, folder.name, class_index, "train")
-    order = list(range(len(pairs)))
-    random.Random(f"{seed}:{folder.name}").shuffle(order)
-    num_val = min(len(pairs) - 1, max(1, round(val_fraction * len(pairs)))) if val_fraction > 0 else 0
-    val = set(order[:num_val])
-    return [replace(sample, split="val") if i in val else sample for i, sample in enumerate(pairs)]
+    return seeded_val_split(pair_files(folder, folder.name, class_index, "train"), val_fraction,
+                            f"{seed}:{folder.name}")
 
 
 def pair_files(folder: Path, class_name: str, class_index: int, split: str) -> list[RawSample]:
-    """Images of `folder/images` with the mask of the same stem in `folder/masks` (any image extension)."""
+    """Images of `folder/images` with the mask of the same stem in `folder/masks` (any image extension, any case)."""
     if not (folder / "images").is_dir():
         raise FileNotFoundError(f"{folder / 'images'}: image folder missing")
-    masks = {path.stem: path for path in sorted((folder / "masks").glob("*")) if path.is_file()}
-    return [RawSample(id=f"{class_name}{ID_SEPARATOR}{image.stem}", split=split, image_path=image,
-                      mask_path=masks.get(image.stem, folder / "masks" / f"{image.stem}.png"),
-                      labelled=(0, class_index))
-            for image in sorted((folder / "images").glob("*")) if image.is_file() and not image.name.startswith(".")]
+    masks = files_by_stem(folder / "masks")
+    return [RawSample(id=f"{class_name}{ID_SEPARATOR}{stem}", split=split, image_path=image,
+                      mask_path=masks.get(stem, folder / "masks" / f"{stem}.png"), labelled=(0, class_index))
+            for stem, image in files_by_stem(folder / "images").items()]
 
 
 def decode_single_class_mask(sample: RawSample) -> np.ndarray:

@@ -2,14 +2,17 @@
 
 A VOC-layout root holds `JPEGImages/`, a mask folder of palette or greyscale PNGs whose values are class
 indices (255 = ignore), and split lists in `ImageSets/Segmentation/`. A list has one sample per line,
-either a bare id (`2007_000032`) or DeepLab's path pair (`/JPEGImages/2007_000032.jpg /SegmentationClassAug/...`).
+either a bare id (`2007_000032`, `IMG 1 café`) or DeepLab's path pair (`/JPEGImages/2007_000032.jpg
+/SegmentationClassAug/...`); which of the two a line is, is decided by the images that exist, since ids may hold spaces.
 """
 from __future__ import annotations
 
-from pathlib import Path
+import re
+from pathlib import Path, PurePosixPath
 
 import numpy as np
 
+from pipeline.data.files import files_by_stem, read_lines
 from pipeline.data.imageio import BadSampleError, open_image
 from pipeline.data.interim import SPLITS, TEST_SPLIT, RawSample, SourceDataset
 
@@ -43,20 +46,34 @@ def voc_root(root: Path) -> Path:
     return root / VOC_SUBDIR if (root / VOC_SUBDIR).is_dir() else root
 
 
-def read_split_list(list_path: Path) -> list[str]:
-    """Sample ids of one split list: the stem of the first path on each non-empty line."""
+def read_split_list(list_path: Path, image_ids: set[str]) -> list[str]:
+    """Sample ids of one split list (UTF-8, any line ends, with or without a byte-order mark), see `line_id`."""
     if not list_path.exists():
         raise FileNotFoundError(f"{list_path}: split list missing")
-    return [Path(line.split()[0]).stem for line in list_path.read_text().splitlines() if line.strip()]
+    return [line_id(line, image_ids) for line in read_lines(list_path) if line]
+
+
+def line_id(line: str, image_ids: set[str]) -> str:
+    """The id a list line names: the first of the whole line, then each text before a run of spaces, that is an
+    image id as written or as a path's stem. So `IMG 1` is one id when JPEGImages holds `IMG 1.jpg`, and a
+    DeepLab pair `/JPEGImages/a b.jpg /SegmentationClassAug/a b.png` gives `a b`. A line naming no image is taken
+    as a bare id, or the first path's stem if it has a slash, for the merge stage to report as missing."""
+    candidates = [line, *(line[:space.start()] for space in re.finditer(r"\s+", line))]
+    for candidate in candidates:
+        for sample_id in (candidate, PurePosixPath(candidate).stem):
+            if sample_id in image_ids:
+                return sample_id
+    return PurePosixPath(line.split()[0]).stem if "/" in line else line
 
 
 def split_samples(root: Path, split: str, list_name: str, mask_dir: str) -> list[RawSample]:
-    """The samples one split list names; an image may have any extension (`.jpg` is assumed when none is found)."""
-    images = {path.stem: path for path in sorted((root / "JPEGImages").glob("*")) if path.is_file()}
+    """The samples one split list names; images and masks are matched by stem, whatever their extension and its
+    case (`.jpg` and `.png` are the paths reported when none is found)."""
+    images, masks = files_by_stem(root / "JPEGImages"), files_by_stem(root / mask_dir)
     return [RawSample(id=sample_id, split=split,
                       image_path=images.get(sample_id, root / "JPEGImages" / f"{sample_id}.jpg"),
-                      mask_path=root / mask_dir / f"{sample_id}.png")
-            for sample_id in read_split_list(root / "ImageSets" / "Segmentation" / list_name)]
+                      mask_path=masks.get(sample_id, root / mask_dir / f"{sample_id}.png"))
+            for sample_id in read_split_list(root / "ImageSets" / "Segmentation" / list_name, set(images))]
 
 
 def read_voc_layout(root: Path, classes: list[str], mask_dir: str = "SegmentationClass",
@@ -111,7 +128,7 @@ def read_voc2012(root: Path, trainaug: bool) -> SourceDataset:
 
 def read_class_names(path: Path) -> list[str]:
     """One class name per line, line 1 = index 0; a blank line inside the list would shift every index after it."""
-    names = [line.strip() for line in path.read_text().splitlines()]
+    names = read_lines(path)
     while names and not names[-1]:
         names.pop()
     if not names:
@@ -131,12 +148,17 @@ def find_class_names_file(root: Path) -> Path | None:
 
 def read_custom_voc(root: Path, classes: list[str] | None) -> SourceDataset:
     """A user's VOC-layout folder; class names from its `classes.txt` (index = line number) or `classes`."""
-    names_file = find_class_names_file(root)
+    names = choose_class_names(find_class_names_file(root), voc_root(root) / CLASSES_FILE, classes,
+                               "data.voc_layout.classes")
+    return read_voc_layout(voc_root(root), names)
+
+
+def choose_class_names(names_file: Path | None, expected_file: Path, classes: list[str] | None, key: str) -> list[str]:
+    """The names in `names_file` or the params list `classes` (set at `key`); both, they must agree."""
     from_file = read_class_names(names_file) if names_file is not None else None
     if from_file is None and not classes:
-        raise FileNotFoundError(f"{voc_root(root) / CLASSES_FILE}: no class names; write one name per line there "
-                                f"(line 1 = index 0, usually 'background') or set data.voc_layout.classes")
+        raise FileNotFoundError(f"{expected_file}: no class names; write one name per line there "
+                                f"(line 1 = index 0, usually 'background') or set {key}")
     if from_file is not None and classes and list(classes) != from_file:
-        raise ValueError(f"{names_file} lists classes {from_file} but data.voc_layout.classes is {list(classes)}; "
-                         f"keep one of them")
-    return read_voc_layout(voc_root(root), from_file or list(classes))
+        raise ValueError(f"{names_file} lists classes {from_file} but {key} is {list(classes)}; keep one of them")
+    return from_file or list(classes)
