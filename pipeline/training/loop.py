@@ -181,6 +181,7 @@ def train(params: Params, processed_dir: Path, outputs: TrainOutputs, time_budge
         main = distributed.is_main()
         if main:
             remove_stale_temporaries(outputs)
+            report_unseen_classes(manifest, processed_dir)
         # before init_from, which may name a model in the store
         experiment_id = tracking.setup_experiment(params.mlflow) if main else None
         trainer = build_trainer(params, processed_dir, manifest, device, share)
@@ -206,6 +207,15 @@ def train(params: Params, processed_dir: Path, outputs: TrainOutputs, time_budge
             raise
         distributed.barrier()  # the other processes end once rank 0 has written everything
     return state.best
+
+
+def report_unseen_classes(manifest: dict, processed_dir: Path) -> None:
+    """Val classes no training mask shows (listed by preprocess): the model cannot learn them, so their IoU is 0
+    and pulls mIoU down whatever the recipe; said once, before the work."""
+    unseen = manifest.get("val_classes_not_in_train")
+    if unseen:
+        print(f"warning: val classes that no training mask in {processed_dir} shows: {', '.join(unseen)}; their IoU "
+              "can only be 0", flush=True)
 
 
 def remove_stale_temporaries(outputs: TrainOutputs) -> None:
