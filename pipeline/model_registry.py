@@ -77,7 +77,7 @@ def check_rights_to_register(name: str) -> None:
     update it with its own description, a change of nothing that needs the right that adding a version and
     moving @champion need."""
     client = mlflow.MlflowClient()
-    action = "create"
+    call = "create"
     try:
         try:
             client.create_registered_model(name)
@@ -85,7 +85,7 @@ def check_rights_to_register(name: str) -> None:
         except mlflow.exceptions.MlflowException as error:
             if error.error_code not in ALREADY_EXISTS:
                 raise
-        action = "add versions to"
+        call = "update"
         client.update_registered_model(name, description=client.get_registered_model(name).description or "")
     except mlflow.exceptions.MlflowException as error:
         if error.get_http_status_code() not in (401, 403):
@@ -95,9 +95,9 @@ def check_rights_to_register(name: str) -> None:
         user = os.environ.get("MLFLOW_TRACKING_USERNAME")
         raise RegistryRightsError(
             f"the MLflow server {redact(mlflow.get_tracking_uri())} does not let "
-            f"{f'user {user!r}' if user else 'this user'} {action} the registered model "
-            f"{name!r} (HTTP {error.get_http_status_code()}), which the end of the training needs: ask its admin "
-            f"for EDIT on it, or set mlflow.experiment to register under another name") from None
+            f"{f'user {user!r}' if user else 'this user'} register models as {name!r} (HTTP "
+            f"{error.get_http_status_code()} on {call}), which the end of the training needs: ask its admin for EDIT "
+            "on that registered model, or set mlflow.experiment to register under another name") from None
 
 
 def register_and_promote(model_uri: str, name: str, measurement: Measurement, val_miou: float) -> ModelVersion:

@@ -141,14 +141,15 @@ def test_concurrent_promotions_through_the_server_settle_on_the_best(team, as_us
 
 
 def test_a_user_who_may_not_register_the_model_is_told_before_training(team, tmp_path):
-    """Bob may log runs (the server's default EDIT) but only read the registered model his training would add a
-    version to. Without the preflight he trained in full, then failed on HTTP 403 with a traceback, his run FAILED."""
+    """Bob may log runs (the server's default EDIT) but is denied the registered model his training would add a
+    version to (a READ grant would not do: the default is a floor under positive grants). Without the preflight he
+    trained in full, then failed on HTTP 403 with a traceback, his run FAILED."""
     server, _ = team
     name = "preflight-synthetic-6cls"
     server.as_admin("/api/2.0/mlflow/registered-models/create", {"name": name})
     server.create_user("bob", "bob-password-1234")
     server.as_admin("/api/3.0/mlflow/users/permissions/grant", {"username": "bob", "resource_type": "registered_model",
-                                                                "resource_id": name, "permission": "READ"})
+                                                                "resource_id": name, "permission": "DENY"})
     params = tiny_training(tmp_path)
     params["mlflow"]["experiment"] = "preflight"
     (tmp_path / "params.yaml").write_text(yaml.safe_dump(params))
@@ -158,8 +159,8 @@ def test_a_user_who_may_not_register_the_model_is_told_before_training(team, tmp
                             text=True, timeout=300)
     assert result.returncode == 1
     assert result.stderr.strip() == (
-        f"error: the MLflow server {server.url} does not let user 'bob' add versions to the registered model "
-        f"'{name}' (HTTP 403), which the end of the training needs: ask its admin for EDIT on it, or set "
+        f"error: the MLflow server {server.url} does not let user 'bob' register models as '{name}' (HTTP 403 on "
+        "create), which the end of the training needs: ask its admin for EDIT on that registered model, or set "
         "mlflow.experiment to register under another name")
     assert "epoch 1" not in result.stdout
     admin = mlflow.MlflowClient(server.url)
