@@ -91,6 +91,18 @@ PositiveFloat = Annotated[Float, Field(gt=0)]
 NonNegativeFloat = Annotated[Float, Field(ge=0)]
 Probability = Annotated[Float, Field(ge=0, le=1)]
 BelowOne = Annotated[Float, Field(ge=0, lt=1)]  # [0, 1): dropout, momentum, scale_limit
+# Sides in pixels a model is trained and run at: data.image_size, a checkpoint's or MLflow model's image_size and
+# predict's --image-size alike. 4096 squared is already a 200 MB input tensor; a file claiming 100000 would make
+# torch ask for 120 GB.
+MIN_IMAGE_SIZE, MAX_IMAGE_SIZE = 16, 4096
+
+
+def image_size_problem(size: Any) -> str | None:
+    """What is wrong with an image side read from a file or a flag, checked like data.image_size before anything
+    is allocated for it; None if nothing is."""
+    if isinstance(size, int) and not isinstance(size, bool) and MIN_IMAGE_SIZE <= size <= MAX_IMAGE_SIZE:
+        return None
+    return f"{quote(size)} is not a side in pixels within {MIN_IMAGE_SIZE}..{MAX_IMAGE_SIZE} (as data.image_size)"
 
 
 def _invalid(field: str, detail: str, *related: str) -> PydanticCustomError:
@@ -158,7 +170,7 @@ class DataParams(_Block):
     dataset: DatasetName = "synthetic"
     root: Str | None = None  # an existing dataset folder: nothing is downloaded
     download_dir: Str = "data/downloads"
-    image_size: Annotated[Int, Field(ge=16)] = 256
+    image_size: Annotated[Int, Field(ge=MIN_IMAGE_SIZE, le=MAX_IMAGE_SIZE)] = 256
     on_bad_sample: BadSamplePolicy = "error"
     subset: SubsetParams = Field(default_factory=SubsetParams)
     synthetic: SyntheticParams = Field(default_factory=SyntheticParams)

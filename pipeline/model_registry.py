@@ -15,6 +15,7 @@ version registered before it.
 from __future__ import annotations
 
 import hashlib
+import os
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -22,10 +23,16 @@ import mlflow
 from mlflow.entities.model_registry import ModelVersion
 
 from pipeline.digest import file_digest
+from pipeline.errors import UserError
 
 CHAMPION = "champion"
 TAG_PREFIX = "segmentation."
 PROMOTION_ATTEMPTS = 20
+ALREADY_EXISTS = ("RESOURCE_ALREADY_EXISTS", "ALREADY_EXISTS")  # what mlflow.register_model tolerates too
+
+
+class RegistryRightsError(UserError):
+    """The tracking server will not let this user register the trained model."""
 
 
 @dataclass(frozen=True)
@@ -61,6 +68,36 @@ class Measurement:
 def registered_name(experiment: str, dataset: str, num_classes: int) -> str:
     """What it segments, as a user would search for it: `segmentation-voc2012-21cls`."""
     return f"{experiment}-{dataset}-{num_classes}cls"
+
+
+def check_rights_to_register(name: str) -> None:
+    """Make, before the first epoch, the registry calls the end of the training makes, so that a user who may log
+    runs but not register models learns it at once instead of after the whole training (HTTP 403, run FAILED):
+    create `name` if it is missing (registration would; an admin's model of that name stays as it is), then
+    update it with its own description, a change of nothing that needs the right that adding a version and
+    moving @champion need."""
+    client = mlflow.MlflowClient()
+    call = "create"
+    try:
+        try:
+            client.create_registered_model(name)
+            return  # its creator may update it
+        except mlflow.exceptions.MlflowException as error:
+            if error.error_code not in ALREADY_EXISTS:
+                raise
+        call = "update"
+        client.update_registered_model(name, description=client.get_registered_model(name).description or "")
+    except mlflow.exceptions.MlflowException as error:
+        if error.get_http_status_code() not in (401, 403):
+            raise
+        from pipeline.tracking import redact  # tracking imports this module
+
+        user = os.environ.get("MLFLOW_TRACKING_USERNAME")
+        raise RegistryRightsError(
+            f"the MLflow server {redact(mlflow.get_tracking_uri())} does not let "
+            f"{f'user {user!r}' if user else 'this user'} register models as {name!r} (HTTP "
+            f"{error.get_http_status_code()} on {call}), which the end of the training needs: ask its admin for EDIT "
+            "on that registered model, or set mlflow.experiment to register under another name") from None
 
 
 def register_and_promote(model_uri: str, name: str, measurement: Measurement, val_miou: float,

@@ -23,11 +23,12 @@ from tqdm import tqdm
 
 import pipeline
 from pipeline.atomic import atomic_path
-from pipeline.config import ConfigError, load_params
+from pipeline.config import ConfigError, image_size_problem, load_params
 from pipeline.data.files import IMAGE_SUFFIXES, image_files
 from pipeline.data.imageio import BadSampleError, read_rgb, write_mask_png
 from pipeline.data.labels import BACKGROUND
 from pipeline.data.palette import colorize, voc_palette
+from pipeline.errors import UserError
 from pipeline.inference import predict_mask
 from pipeline.models.checkpoint import load_model
 from pipeline.models.segmenter import SegmentationModel
@@ -68,12 +69,35 @@ def open_model(source: str, device: str) -> SegmentationModel:
     """The model from a checkpoint file or MLflow URI on `device`; a bad source is a one-line user error."""
     if not MODEL_URI.match(source) and not Path(source).exists():  # skip MLflow's long message for a plain typo
         raise fail(f"--model {source}: no such file; neither a checkpoint file nor an MLflow model URI")
+    store_key = "MLFLOW_TRACKING_URI" if os.environ.get("MLFLOW_TRACKING_URI") else "mlflow.tracking_uri"
     use_project_store(source)
     try:
+        if MODEL_URI.match(source):
+            check_store_reachable(store_key)
         model = load_model(source)
-    except (ValueError, OSError) as error:
+    except (ValueError, OSError, UserError) as error:
         raise fail(f"--model {error}") from None
     return model.to(pick_device(device))
+
+
+def check_store_reachable(key: str) -> None:
+    """A tracking server that does not answer is said at once, not after MLflow's minutes of retries; `key` is
+    the setting that chose it."""
+    import mlflow
+
+    from pipeline import tracking
+
+    if tracking.is_server(mlflow.get_tracking_uri()):
+        tracking.check_reachable(mlflow.get_tracking_uri(), key)
+
+
+def check_out_folder(out: Path) -> None:
+    """--out is a folder, made if missing: a file in its place (or in place of a folder above it) is refused
+    before the model loads, not when the first mask is written."""
+    existing = next(path for path in (out, *out.parents) if path.exists())
+    if not existing.is_dir():
+        where = "is a file" if existing == out else f"is inside {existing}, a file"
+        raise fail(f"--out {out}: {where}; --out names a folder (made if missing) for the masks and overlays")
 
 
 def check_device(parser: argparse.ArgumentParser, name: str) -> None:
@@ -200,8 +224,9 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
-    if args.image_size is not None and args.image_size < 1:
-        parser.error(f"--image-size {args.image_size}: must be a positive number of pixels")
+    if args.image_size is not None and (problem := image_size_problem(args.image_size)):
+        raise fail(f"--image-size {problem}")
+    check_out_folder(args.out)
     check_device(parser, args.device)
     images = expand_inputs(args.images)
     stems = [path.stem for path in images]

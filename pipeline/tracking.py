@@ -52,6 +52,9 @@ REFUSED = (401, 403)  # HTTP statuses of a tracking server that rejects the cred
 EXPERIMENT_KIND_TAG, EXPERIMENT_KIND = "mlflow.experimentKind", "custom_model_development"
 # MLflow says at INFO when it starts, stops and skips GPU sampling, three lines per training that tell nothing.
 logging.getLogger("mlflow.system_metrics").setLevel(logging.WARNING)
+# Seconds to connect to a tracking server, and for it to answer, in the one probe made before any work: MLflow's
+# own calls retry an unreachable server for minutes in silence (274 s with its defaults) before failing.
+PROBE_TIMEOUT = (10, 20)
 
 
 class TrackingStoreError(UserError):
@@ -70,6 +73,8 @@ def setup_experiment(mlflow_params) -> str:
     """Point MLflow at the project's store and return the experiment id, creating it if needed."""
     uri = resolve_tracking_uri(mlflow_params.tracking_uri)
     mlflow.set_tracking_uri(uri)
+    if is_server(uri):
+        check_reachable(uri, "MLFLOW_TRACKING_URI" if USER_TRACKING_URI else "mlflow.tracking_uri")
     try:
         with store_lock():  # two workers creating a fresh database at once crash in its migration
             return experiment_id(mlflow_params.experiment, local_artifacts(uri, mlflow_params.experiment))
@@ -81,6 +86,29 @@ def setup_experiment(mlflow_params) -> str:
         raise store_error(uri, error) from error
     except OSError as error:
         raise store_error(uri, error) from error
+
+
+def check_reachable(uri: str, key: str) -> None:
+    """One request to the server, without retries: any HTTP answer will do (the credentials and rights are for
+    the calls that need them); none within PROBE_TIMEOUT is one line naming the server and `key`, the setting
+    that chose it."""
+    from mlflow.tracking._tracking_service.utils import get_default_host_creds  # the client's TLS and auth settings
+    from mlflow.utils.rest_utils import http_request
+
+    try:
+        http_request(get_default_host_creds(uri), "/health", "GET", max_retries=0, timeout=PROBE_TIMEOUT,
+                     raise_on_status=False)
+    except mlflow.exceptions.MlflowException as error:
+        raise TrackingStoreError(f"{key}: the MLflow server {redact(uri)} cannot be reached "
+                                 f"({unreachable_reason(error)}); start it, or point {key} at one that runs") from None
+
+
+def unreachable_reason(error: Exception) -> str:
+    """The operating system's words (`[Errno 111] Connection refused`), not urllib3's paragraph around them."""
+    if "timeout" in str(error):
+        return f"no answer within {sum(PROBE_TIMEOUT)} s"
+    found = re.search(r"\[Errno -?\d+\] [^'\")\]]+", str(error))
+    return found.group(0).strip() if found else " ".join(str(error).split())[:200]
 
 
 def experiment_id(name: str, artifact_location: str | None) -> str:

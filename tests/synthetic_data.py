@@ -15,3 +15,13 @@ def processed_synthetic(root: Path, num_train: int, num_val: int, seed: int, ima
     write_interim(read_custom_voc(root / "raw", None), root / "interim")
     preprocess(root / "interim", root / "processed", image_size)
     return root / "processed"
+
+
+def tiny_training(project: Path) -> dict:
+    """The params of a tiny training in `project`, whose processed synthetic data is made here."""
+    processed_synthetic(project / "generated", num_train=8, num_val=4, seed=1)
+    (project / "data" / "processed").mkdir(parents=True)
+    (project / "generated" / "processed").rename(project / "data" / "processed" / "synthetic")
+    return {"data": {"image_size": 64}, "models": {"unet": {"base_channels": 4, "depth": 2}},
+            "train": {"epochs": 2, "batch_size": 4}, "augment": {"crop_size": 0, "crops_per_image": 1},
+            "mlflow": {"tracking_uri": f"sqlite:///{project / 'mlflow.db'}", "experiment": "tests"}}

@@ -175,8 +175,11 @@ class MlflowServer:
 
     def create_user(self, username: str, password: str) -> None:
         """What an admin does once per team member (the REST call behind `AuthServiceClient.create_user`)."""
+        self.as_admin("/api/2.0/mlflow/users/create", {"username": username, "password": password})
+
+    def as_admin(self, path: str, body: dict) -> None:
+        """A POST to the server's REST API with the admin's login (creating users, models, granting rights)."""
         import requests
 
-        response = requests.post(f"{self.url}/api/2.0/mlflow/users/create", auth=(ADMIN, ADMIN_PASSWORD),
-                                 json={"username": username, "password": password}, timeout=30)
+        response = requests.post(self.url + path, auth=(ADMIN, ADMIN_PASSWORD), json=body, timeout=30)
         response.raise_for_status()

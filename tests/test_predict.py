@@ -17,6 +17,7 @@ from pipeline.inference import predict_mask
 from pipeline.models.checkpoint import load_checkpoint
 from pipeline.models.segmenter import SegmentationModel
 from tests.logged_model import CLASSES, TRAINED_SIZE, log_tiny_model
+from tests.team_services import free_port
 
 pytestmark = pytest.mark.slow  # trains models and runs real MLflow stores
 
@@ -216,5 +217,47 @@ def test_project_store_is_used_for_model_uris_from_any_directory(tmp_path, monke
         assert mlflow.get_tracking_uri() == previous
         predict.use_project_store("models:/segmentation@champion")
         assert mlflow.get_tracking_uri() == f"sqlite:///{project}/mlflow.db"
+    finally:
+        mlflow.set_tracking_uri(previous)
+
+
+@pytest.mark.parametrize("flag, value, message", [
+    ("--out", "taken", "error: --out {tmp}/taken: is a file; --out names a folder (made if missing) for the masks and "
+                       "overlays"),
+    ("--out", "taken/masks", "error: --out {tmp}/taken/masks: is inside {tmp}/taken, a file; --out names a folder "
+                             "(made if missing) for the masks and overlays"),
+    ("--image-size", "100000", "error: --image-size 100000 is not a side in pixels within 16..4096 (as "
+                               "data.image_size)"),
+])
+def test_a_bad_out_or_image_size_is_one_line_before_the_model_loads(tmp_path, flag, value, message):
+    write_images(tmp_path)
+    (tmp_path / "taken").write_text("an earlier result, not a folder")
+    (tmp_path / "model.pt").write_text("not a checkpoint: loading it first would fail on it instead")
+    args = {"--out": str(tmp_path / "out"), flag: str(tmp_path / value) if flag == "--out" else value}
+    with pytest.raises(SystemExit) as exit_info:
+        predict.main([str(tmp_path / "wide.jpg"), "--model", str(tmp_path / "model.pt"),
+                      *(part for pair in args.items() for part in pair)])
+    assert exit_info.value.code == message.format(tmp=tmp_path)
+    assert (tmp_path / "taken").read_text() == "an earlier result, not a folder"
+
+
+def test_a_missing_alias_or_an_unreachable_server_is_the_first_thing_said(tmp_path, monkeypatch):
+    store = f"sqlite:///{tmp_path}/mlflow.db"
+    mlflow.MlflowClient(store).create_registered_model("segmentation-x-2cls")
+    write_images(tmp_path)
+    unreachable = f"http://127.0.0.1:{free_port()}"
+    expected = {store: "error: --model models:/segmentation-x-2cls@nope: Registered model alias nope not found.",
+                unreachable: f"error: --model MLFLOW_TRACKING_URI: the MLflow server {unreachable} cannot be "
+                             "reached ([Errno 111] Connection refused); start it, or point MLFLOW_TRACKING_URI at one "
+                             "that runs"}
+    previous = mlflow.get_tracking_uri()
+    try:
+        for uri, message in expected.items():
+            monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
+            mlflow.set_tracking_uri(uri)
+            with pytest.raises(SystemExit) as exit_info:
+                predict.main([str(tmp_path / "wide.jpg"), "--model", "models:/segmentation-x-2cls@nope",
+                              "--out", str(tmp_path / "out")])
+            assert exit_info.value.code == message
     finally:
         mlflow.set_tracking_uri(previous)

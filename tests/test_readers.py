@@ -13,12 +13,14 @@ from pipeline.config import DataParams, parse
 from pipeline.data.imageio import BadSampleError
 from pipeline.data.interim import read_classes, read_samples, write_interim
 from pipeline.data.palette import flat_palette
+from pipeline.data.preprocess import preprocess
 from pipeline.data.sources import raw, read_source
 from pipeline.data.sources.ade20k import read_ade20k
 from pipeline.data.sources.folder import read_folder
 from pipeline.data.sources.single_class import read_single_class
 from pipeline.data.sources.voc import VOC_CLASSES, read_custom_voc, read_voc2012
 from pipeline.errors import UserError
+from pipeline.training.loop import report_unseen_classes
 from tests import own_data
 
 HEIGHT, WIDTH = 12, 16
@@ -140,6 +142,31 @@ def test_custom_voc_finds_classes_txt_beside_vocdevkit(tmp_path: Path):
     (tmp_path / "release" / "classes.txt").write_text("bg\nleaf\nbug\n")
     write_interim(read_custom_voc(tmp_path / "release", None), tmp_path / "interim")
     assert read_classes(tmp_path / "interim") == ["bg", "leaf", "bug"]
+
+
+def test_two_differing_classes_txt_are_an_error_naming_both(tmp_path: Path):
+    """Either could be the one the masks were made with: neither silently wins."""
+    inner = tmp_path / "release" / "VOCdevkit" / "VOC2012"
+    write_voc(inner, two_samples(palette_mask(class_map(0, 1))))
+    (inner / "classes.txt").write_text("bg\nleaf\nbug\n")
+    (tmp_path / "release" / "classes.txt").write_text("bg\nleaf\n")
+    with pytest.raises(UserError) as error:
+        read_custom_voc(tmp_path / "release", None)
+    assert str(error.value) == (f"{inner / 'classes.txt'} and {tmp_path / 'release' / 'classes.txt'} list different "
+                                "classes (3 and 2 names, first difference on line 3); keep one of them")
+    (tmp_path / "release" / "classes.txt").write_text("bg\nleaf\nbug\n\n")  # the same names: either will do
+    assert read_custom_voc(tmp_path / "release", None).classes == ["bg", "leaf", "bug"]
+
+
+def test_val_classes_absent_from_training_are_in_the_manifest_and_the_train_log(tmp_path: Path, capsys):
+    root = write_custom(tmp_path / "mine", two_samples(palette_mask(class_map(0, 1, 255))), ["bg", "leaf", "bug"])
+    write_interim(read_custom_voc(root, None), tmp_path / "interim")
+    preprocess(tmp_path / "interim", tmp_path / "processed", 16)
+    manifest = json.loads((tmp_path / "processed" / "manifest.json").read_text())
+    assert manifest["val_classes_not_in_train"] == ["bug"]  # val shows bg and bug; train bg and leaf
+    report_unseen_classes(manifest, tmp_path / "processed")
+    assert capsys.readouterr().out == (f"warning: val classes that no training mask in {tmp_path / 'processed'} "
+                                       "shows: bug; their IoU can only be 0\n")
 
 
 def test_custom_voc_takes_names_from_argument_and_accepts_png_images(tmp_path: Path):

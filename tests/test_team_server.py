@@ -12,11 +12,14 @@ import threading
 import mlflow
 import numpy as np
 import pytest
+import yaml
 from PIL import Image
 
+from pipeline import predict
 from pipeline.model_registry import CHAMPION, Measurement, register_and_promote
-from tests.project_repo import clean_env, make_project, run
-from tests.team_services import MlflowServer, Postgres, S3Server
+from tests.project_repo import REPO_ROOT, clean_env, make_project, run
+from tests.synthetic_data import tiny_training
+from tests.team_services import ADMIN, ADMIN_PASSWORD, MlflowServer, Postgres, S3Server
 
 pytestmark = pytest.mark.slow  # starts PostgreSQL, an S3 server and an MLflow server; trains two tiny models
 
@@ -135,3 +138,52 @@ def test_concurrent_promotions_through_the_server_settle_on_the_best(team, as_us
     assert not errors
     champion = as_user.get_model_version_by_alias("race-2cls", CHAMPION)
     assert float(champion.tags["segmentation.val_miou"]) == max(scores) / 100
+
+
+def test_a_user_who_may_not_register_the_model_is_told_before_training(team, tmp_path):
+    """Bob may log runs (the server's default EDIT) but is denied the registered model his training would add a
+    version to (a READ grant would not do: the default is a floor under positive grants). Without the preflight he
+    trained in full, then failed on HTTP 403 with a traceback, his run FAILED."""
+    server, _ = team
+    name = "preflight-synthetic-6cls"
+    server.as_admin("/api/2.0/mlflow/registered-models/create", {"name": name})
+    server.create_user("bob", "bob-password-1234")
+    server.as_admin("/api/3.0/mlflow/users/permissions/grant", {"username": "bob", "resource_type": "registered_model",
+                                                                "resource_id": name, "permission": "DENY"})
+    params = tiny_training(tmp_path)
+    params["mlflow"]["experiment"] = "preflight"
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump(params))
+    env = {**client_env(server), "MLFLOW_TRACKING_USERNAME": "bob", "MLFLOW_TRACKING_PASSWORD": "bob-password-1234",
+           "PYTHONPATH": str(REPO_ROOT)}
+    result = subprocess.run([sys.executable, "-m", "stages.train"], cwd=tmp_path, env=env, capture_output=True,
+                            text=True, timeout=300)
+    assert result.returncode == 1
+    assert result.stderr.strip() == (
+        f"error: the MLflow server {server.url} does not let user 'bob' register models as '{name}' (HTTP 403 on "
+        "create), which the end of the training needs: ask its admin for EDIT on that registered model, or set "
+        "mlflow.experiment to register under another name")
+    assert "epoch 1" not in result.stdout
+    admin = mlflow.MlflowClient(server.url)
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("MLFLOW_TRACKING_USERNAME", ADMIN)
+        patch.setenv("MLFLOW_TRACKING_PASSWORD", ADMIN_PASSWORD)
+        assert admin.search_runs([admin.get_experiment_by_name("preflight").experiment_id]) == []
+        assert admin.search_model_versions(f"name = '{name}'") == []
+
+
+def test_predict_with_a_wrong_password_says_so_first(team, tmp_path, monkeypatch):
+    server, _ = team
+    image = tmp_path / "photo.png"
+    Image.fromarray(np.zeros((8, 8, 3), dtype=np.uint8)).save(image)
+    for variable, value in client_env(server, "wrong").items():
+        if variable.startswith("MLFLOW_"):
+            monkeypatch.setenv(variable, value)
+    mlflow.set_tracking_uri(server.url)
+    try:
+        with pytest.raises(SystemExit) as exit_info:
+            predict.main([str(image), "--model", f"models:/{REGISTERED}@{CHAMPION}", "--out", str(tmp_path / "out")])
+    finally:
+        mlflow.set_tracking_uri(None)
+    assert exit_info.value.code == (f"error: --model models:/{REGISTERED}@{CHAMPION}: the MLflow server {server.url} "
+                                    "refused the credentials (HTTP 401): check MLFLOW_TRACKING_USERNAME and "
+                                    "MLFLOW_TRACKING_PASSWORD")

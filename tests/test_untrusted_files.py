@@ -13,7 +13,9 @@ from safetensors.torch import save_file
 
 from pipeline.errors import UserError
 from pipeline.models.checkpoint import load_model, read_checkpoint
+from pipeline.models.portable import write_portable
 from pipeline.models.registry import build_model
+from pipeline.models.weights import read_state_dict
 from pipeline.training.finetune import initial_weights
 from pipeline.training.state import read_state
 from tests.logged_model import CLASSES, TRAINED_SIZE, UNET_PARAMS, log_tiny_model
@@ -92,3 +94,28 @@ def test_tampered_mlflow_artifacts_run_nothing_through_the_project_loader(tmp_pa
         with pytest.raises(UserError, match=f"train.init_from: {source}: .*not a safetensors file"):
             initial_weights(source)
     assert not marker.exists()
+
+
+def test_crafted_encoder_weights_are_refused_in_one_line_that_starts_with_the_cause(tmp_path: Path):
+    path, marker = evil_file(tmp_path, "encoder.pth")
+    key = "models.resnet34_unet.encoder_weights"
+    with pytest.raises(UserError) as error:
+        read_state_dict(path, key)
+    assert str(error.value) == (f"{key}: {path} would run posix.system when loaded, so it is refused (nothing in it "
+                                "was run); use a file that holds the encoder's tensors only "
+                                "(torch.save(encoder.state_dict(), path) or .safetensors)")
+    assert not marker.exists()
+
+
+def test_an_absurd_image_size_in_a_checkpoint_or_mlflow_model_is_refused_before_any_allocation(tmp_path: Path):
+    model = build_model("unet", CLASSES, UNET_PARAMS, TRAINED_SIZE)
+    payload = {"architecture": "unet", "model_params": UNET_PARAMS, "class_names": CLASSES,
+               "state_dict": model.state_dict(), "image_size": 100_000}
+    torch.save(payload, tmp_path / "model.pt")
+    (tmp_path / "mlflow-model" / "artifacts").mkdir(parents=True)
+    write_portable(payload, tmp_path / "mlflow-model" / "artifacts" / "model.safetensors")
+    for source in (tmp_path / "model.pt", tmp_path / "mlflow-model"):
+        with pytest.raises(UserError) as error:
+            load_model(str(source))
+        assert str(error.value) == (f"{source}: image_size 100000 is not a side in pixels within 16..4096 (as "
+                                    "data.image_size)")

@@ -5,15 +5,18 @@ import os
 import re
 import subprocess
 import sys
+import time
 from pathlib import Path
 
+import mlflow
 import pytest
 import yaml
 from mlflow import MlflowClient
 
 from pipeline import tracking
 from pipeline.config import MlflowParams
-from tests.synthetic_data import processed_synthetic
+from tests.synthetic_data import tiny_training
+from tests.team_services import free_port
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 
@@ -30,16 +33,6 @@ def without_mlflow_settings(environment: os._Environ) -> dict:
     return {name: value for name, value in environment.items() if not name.startswith("MLFLOW_")}
 
 
-def tiny_training(project: Path) -> dict:
-    """The params of a tiny training in `project`, whose processed synthetic data is made here."""
-    processed_synthetic(project / "generated", num_train=8, num_val=4, seed=1)
-    (project / "data" / "processed").mkdir(parents=True)
-    (project / "generated" / "processed").rename(project / "data" / "processed" / "synthetic")
-    return {"data": {"image_size": 64}, "models": {"unet": {"base_channels": 4, "depth": 2}},
-            "train": {"epochs": 2, "batch_size": 4}, "augment": {"crop_size": 0, "crops_per_image": 1},
-            "mlflow": {"tracking_uri": f"sqlite:///{project / 'mlflow.db'}", "experiment": "tests"}}
-
-
 @pytest.mark.slow  # starts a fresh interpreter
 def test_a_missing_data_root_is_one_line_naming_the_key(tmp_path: Path):
     result = run_stage("download", tmp_path, f"data:\n  dataset: voc_layout\n  root: {tmp_path / 'nowhere'}\n")
@@ -54,6 +47,20 @@ def test_an_unusable_mlflow_store_is_named(tmp_path: Path):
     uri = f"sqlite:///{blocker / 'mlflow.db'}"
     with pytest.raises(tracking.TrackingStoreError, match=r"mlflow.tracking_uri: cannot use the MLflow store sqlite"):
         tracking.setup_experiment(MlflowParams(tracking_uri=uri, experiment="x"))
+
+
+def test_an_unreachable_tracking_server_is_one_line_within_seconds(tmp_path: Path):
+    """Without the probe MLflow's client retried a refused connection for 274 s before failing."""
+    uri = f"http://127.0.0.1:{free_port()}"  # nobody listens there
+    started = time.monotonic()
+    try:
+        with pytest.raises(tracking.TrackingStoreError) as error:
+            tracking.setup_experiment(MlflowParams(tracking_uri=uri, experiment="x"))
+    finally:
+        mlflow.set_tracking_uri(None)
+    assert time.monotonic() - started < 30
+    assert str(error.value) == (f"mlflow.tracking_uri: the MLflow server {uri} cannot be reached ([Errno 111] "
+                                "Connection refused); start it, or point mlflow.tracking_uri at one that runs")
 
 
 @pytest.mark.slow  # trains in a fresh interpreter

@@ -14,8 +14,9 @@ from pathlib import Path
 import torch
 
 from pipeline.atomic import atomic_path
+from pipeline.config import image_size_problem
 from pipeline.errors import UserError
-from pipeline.models.portable import IN_MLFLOW_MODEL, PortableModelError, read_portable
+from pipeline.models.portable import FILE_NAME, IN_MLFLOW_MODEL, PortableModelError, read_portable
 from pipeline.models.registry import build_model, rebuild_params
 from pipeline.models.segmenter import SegmentationModel
 
@@ -63,8 +64,11 @@ def load_checkpoint(path: Path) -> SegmentationModel:
 
 
 def model_from_payload(payload: dict, source) -> SegmentationModel:
-    """The network rebuilt from this project's code by architecture name, with the payload's weights; eval, CPU."""
+    """The network rebuilt from this project's code by architecture name, with the payload's weights; eval, CPU.
+    Its image_size is checked first: predict and evaluate allocate inputs of that side."""
     architecture = payload["architecture"]
+    if problem := image_size_problem(payload["image_size"]):
+        raise CheckpointError(f"{source}: image_size {problem}")
     try:
         model = build_model(architecture, payload["class_names"], rebuild_params(architecture, payload["model_params"]),
                             payload["image_size"])
@@ -89,9 +93,26 @@ def load_model(source: str) -> SegmentationModel:
             weights = mlflow.artifacts.download_artifacts(
                 artifact_uri=f"{source.rstrip('/')}/{IN_MLFLOW_MODEL.as_posix()}", dst_path=tmp)
         except Exception as error:  # MLflow raises several unrelated types for a bad URI
-            raise CheckpointError(f"{source}: neither a checkpoint file nor an MLflow model of this project "
-                                  f"({NOT_OURS}; {error})") from error
+            raise CheckpointError(f"{source}: {not_downloaded(error)}") from error
         return load_mlflow_weights(Path(weights), source)
+
+
+def not_downloaded(error: Exception) -> str:
+    """Why the weights of an MLflow model URI could not be had, cause first: the server refused the login, the
+    URI names nothing (no such model, alias or run), or the model is there without this project's weights file."""
+    import mlflow
+
+    from pipeline.tracking import redact  # tracking imports this module
+
+    status = error.get_http_status_code() if isinstance(error, mlflow.exceptions.MlflowException) else None
+    server = f"the MLflow server {redact(mlflow.get_tracking_uri())}"
+    if status == 401:
+        return f"{server} refused the credentials (HTTP 401): check MLFLOW_TRACKING_USERNAME and MLFLOW_TRACKING_PASSWORD"
+    if status == 403:
+        return f"{server} refuses this user the model (HTTP 403): ask its admin for READ on it"
+    cause = " ".join(str(error).split())
+    # the URI found a model, without the weights file: logged by MLflow itself, or by something else
+    return f"{cause[:300]} ({NOT_OURS})" if FILE_NAME in cause else cause[:300]
 
 
 def load_mlflow_weights(weights: Path, source: str) -> SegmentationModel:

@@ -101,10 +101,23 @@ def read_state_dict(path: Path, key: str) -> dict[str, torch.Tensor]:
         state = (load_file(path) if path.suffix == ".safetensors"
                  else torch.load(path, map_location="cpu", weights_only=True))
     except (SafetensorError, pickle.UnpicklingError, RuntimeError, EOFError, ValueError) as error:
-        raise EncoderWeightsError(f"{key}: {path} is not a readable state dict ({error})") from None
+        raise EncoderWeightsError(f"{key}: {path} {why_unreadable(error)}") from None
     if not isinstance(state, dict):
         raise EncoderWeightsError(f"{key}: {path} holds a {type(state).__name__}, not a state dict")
     return state
+
+
+def why_unreadable(error: Exception) -> str:
+    """The cause in a few words. torch's refusal of a file that would run code on loading opens with advice to load
+    it with weights_only=False, the one thing not to do with a file someone sent you."""
+    called = re.search(r"GLOBAL ([\w.]+\w)", str(error))
+    if called:
+        return (f"would run {called.group(1)} when loaded, so it is refused (nothing in it was run); use a file "
+                "that holds the encoder's tensors only (torch.save(encoder.state_dict(), path) or .safetensors)")
+    first_line = next((line for line in str(error).splitlines() if line.strip()), type(error).__name__)
+    if first_line.startswith("Weights only load failed"):
+        first_line = "not a file of tensors"
+    return f"is damaged or not a state dict ({first_line.strip()[:200]})"
 
 
 def load_strict(encoder: nn.Module, state: dict[str, torch.Tensor], failure: str) -> None:

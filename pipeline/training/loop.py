@@ -26,7 +26,7 @@ from pipeline.data.dataset import read_manifest
 from pipeline.errors import UserError
 from pipeline.evaluation.scoring import score_loader
 from pipeline.inference import class_indices, predict_batch
-from pipeline.model_registry import Measurement, registered_name
+from pipeline.model_registry import Measurement, check_rights_to_register, registered_name
 from pipeline.models import card
 from pipeline.models.checkpoint import save_checkpoint
 from pipeline.models.registry import build_model, count_parameters, rebuild_params
@@ -182,8 +182,11 @@ def train(params: Params, processed_dir: Path, outputs: TrainOutputs, time_budge
         main = distributed.is_main()
         if main:
             remove_stale_temporaries(outputs)
+            report_unseen_classes(manifest, processed_dir)
         # before init_from, which may name a model in the store
         experiment_id = tracking.setup_experiment(params.mlflow) if main else None
+        if main and tracking.is_server(mlflow.get_tracking_uri()):  # a local store has no users to refuse
+            check_rights_to_register(model_name(params, manifest["classes"]))
         trainer = build_trainer(params, processed_dir, manifest, device, share)
         flat_params = flatten(active(params))
         identity = fingerprint(without_launch_params(flat_params), manifest)
@@ -209,6 +212,20 @@ def train(params: Params, processed_dir: Path, outputs: TrainOutputs, time_budge
             raise
         distributed.barrier()  # the other processes end once rank 0 has written everything
     return state.best
+
+
+def model_name(params: Params, class_names: list[str]) -> str:
+    """The registered model this training adds a version to."""
+    return registered_name(params.mlflow.experiment, params.data.dataset, len(class_names))
+
+
+def report_unseen_classes(manifest: dict, processed_dir: Path) -> None:
+    """Val classes no training mask shows (listed by preprocess): the model cannot learn them, so their IoU is 0
+    and pulls mIoU down whatever the recipe; said once, before the work."""
+    unseen = manifest.get("val_classes_not_in_train")
+    if unseen:
+        print(f"warning: val classes that no training mask in {processed_dir} shows: {', '.join(unseen)}; their IoU "
+              "can only be 0", flush=True)
 
 
 def remove_stale_temporaries(outputs: TrainOutputs) -> None:
@@ -349,7 +366,7 @@ def finish(params: Params, outputs: TrainOutputs, state: TrainState, trainer: Tr
     mlflow.log_artifact(str(outputs.metrics), "reports/train")
     mlflow.log_artifact(str(outputs.resolved), "reports/train")
     measured_on = Measurement.of(params.data.dataset, trainer.class_names, processed_dir, params.data.subset.val)
-    name = registered_name(params.mlflow.experiment, params.data.dataset, len(trainer.class_names))
+    name = model_name(params, trainer.class_names)
     model_card = card.training_card(name, params, manifest, tracking.data_digest(processed_dir), trainer.data.partial,
                                     {"train": trainer.data.num_train, "val": trainer.data.num_val},
                                     resolved_settings(trainer), best, seconds, state.epoch, resumed_after)

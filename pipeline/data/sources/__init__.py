@@ -8,7 +8,7 @@ from pipeline.config import DataParams
 from pipeline.data.sources.ade20k import read_ade20k
 from pipeline.data.sources.folder import read_folder
 from pipeline.data.interim import SourceDataset
-from pipeline.data.sources.raw import download_source, source_root
+from pipeline.data.sources.raw import download_source, source_root, warn_about_links_leaving
 from pipeline.data.sources.single_class import read_single_class
 from pipeline.data.sources.voc import read_custom_voc, read_voc2012
 
@@ -17,6 +17,8 @@ __all__ = ["download_source", "read_source"]
 
 def read_source(data: DataParams, raw_dir: Path) -> SourceDataset:
     root = source_root(raw_dir)
+    if data.root is not None:
+        warn_about_links_leaving(root)
     if data.dataset in ("synthetic", "voc_layout"):  # synthetic writes its classes.txt like a user's folder
         return read_custom_voc(root, data.voc_layout.classes)
     if data.dataset == "voc2012":

@@ -6,6 +6,7 @@ With `data.root` set, nothing is downloaded: the download stage only records the
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 
 from pipeline.atomic import atomic_dir
@@ -41,3 +42,30 @@ def source_root(raw_dir: Path) -> Path:
     """Where the dataset's files are: the user's folder recorded by download, or `raw_dir` itself."""
     record = Path(raw_dir) / SOURCE_FILE
     return Path(json.loads(record.read_text())["root"]) if record.exists() else Path(raw_dir)
+
+
+def warn_about_links_leaving(root: Path) -> None:
+    """One warning line when symlinks under the user's `root` lead outside it: the readers follow them, so files
+    from elsewhere become part of the dataset. Not refused, since a folder of links into a shared store is a
+    common way to assemble a dataset; said, since a link can also be a mistake or planted."""
+    leaving = links_leaving(root)
+    if leaving:
+        link, target = leaving[0]
+        others = f" and {len(leaving) - 1} more" if len(leaving) > 1 else ""
+        print(f"warning: data.root: {link} -> {target}{others} lead outside {root}; their targets are read as part "
+              "of the dataset")
+
+
+def links_leaving(root: Path) -> list[tuple[Path, Path]]:
+    """(link, target) of each symlink under `root` whose target is outside it; links are not descended into."""
+    inside, found, folders = Path(root).resolve(), [], [Path(root)]
+    while folders:
+        with os.scandir(folders.pop()) as entries:
+            for entry in sorted(entries, key=lambda entry: entry.name):
+                if entry.is_symlink():
+                    target = Path(entry.path).resolve()
+                    if not target.is_relative_to(inside):
+                        found.append((Path(entry.path), target))
+                elif entry.is_dir():
+                    folders.append(Path(entry.path))
+    return found

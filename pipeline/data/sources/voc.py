@@ -15,6 +15,7 @@ import numpy as np
 from pipeline.data.files import files_by_stem, read_lines
 from pipeline.data.imageio import BadSampleError, open_image
 from pipeline.data.interim import SPLITS, TEST_SPLIT, RawSample, SourceDataset
+from pipeline.errors import UserError
 
 VOC_CLASSES = [
     "background", "aeroplane", "bicycle", "bird", "boat", "bottle", "bus", "car", "cat", "chair", "cow",
@@ -28,6 +29,10 @@ VOC_SUBDIR = Path("VOCdevkit") / "VOC2012"
 TRAINAUG_MASK_DIR = "SegmentationClassAug"
 TRAINAUG_LISTS = ("trainaug.txt", "train_aug.txt", "aug.txt")
 CLASSES_FILE = "classes.txt"
+
+
+class ClassNamesError(UserError, ValueError):
+    """A classes.txt that cannot say which name each mask value has."""
 
 
 def decode_index_mask(sample: RawSample) -> np.ndarray:
@@ -132,18 +137,24 @@ def read_class_names(path: Path) -> list[str]:
     while names and not names[-1]:
         names.pop()
     if not names:
-        raise ValueError(f"{path}: no class names (one name per line, line 1 = class 0)")
+        raise ClassNamesError(f"{path}: no class names (one name per line, line 1 = class 0)")
     if "" in names:
-        raise ValueError(f"{path}: line {names.index('') + 1} is blank; every line up to the last names a class")
+        raise ClassNamesError(f"{path}: line {names.index('') + 1} is blank; every line up to the last names a class")
     return names
 
 
 def find_class_names_file(root: Path) -> Path | None:
-    """`classes.txt` in the VOC folder itself, or at `root` when that holds `VOCdevkit/` (both are common)."""
-    for folder in dict.fromkeys([voc_root(root), Path(root)]):
-        if (folder / CLASSES_FILE).exists():
-            return folder / CLASSES_FILE
-    return None
+    """`classes.txt` in the VOC folder itself, or at `root` when that holds `VOCdevkit/` (both are common); when
+    both exist they must list the same classes, or neither can be trusted to give the indices."""
+    found = [folder / CLASSES_FILE for folder in dict.fromkeys([voc_root(root), Path(root)])
+             if (folder / CLASSES_FILE).exists()]
+    if len(found) == 2:
+        first, second = read_class_names(found[0]), read_class_names(found[1])
+        if first != second:
+            line = next(i for i in range(max(len(first), len(second))) if first[i:i + 1] != second[i:i + 1]) + 1
+            raise ClassNamesError(f"{found[0]} and {found[1]} list different classes ({len(first)} and {len(second)} "
+                                  f"names, first difference on line {line}); keep one of them")
+    return found[0] if found else None
 
 
 def read_custom_voc(root: Path, classes: list[str] | None) -> SourceDataset:
