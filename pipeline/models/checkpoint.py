@@ -82,16 +82,22 @@ def load_model(source: str) -> SegmentationModel:
         return load_checkpoint(Path(source))
     if Path(source).is_dir():
         return load_mlflow_weights(Path(source) / IN_MLFLOW_MODEL, source)
+    with tempfile.TemporaryDirectory() as tmp:  # the weights file alone: the rest of the logged model is never needed
+        weights = download_model_file(source, IN_MLFLOW_MODEL, tmp, "neither a checkpoint file nor an MLflow model of "
+                                      f"this project; {NOT_OURS}")
+        return load_mlflow_weights(weights, source)
+
+
+def download_model_file(source: str, inside: Path, folder: str, missing: str) -> Path:
+    """The file at `inside` of the MLflow model URI `source`, downloaded alone into `folder`; `missing` says in the
+    error what `source` was expected to be."""
     import mlflow.artifacts  # slow to import: only when needed
 
-    with tempfile.TemporaryDirectory() as tmp:
-        try:  # the weights file alone: the rest of the logged model is never needed
-            weights = mlflow.artifacts.download_artifacts(
-                artifact_uri=f"{source.rstrip('/')}/{IN_MLFLOW_MODEL.as_posix()}", dst_path=tmp)
-        except Exception as error:  # MLflow raises several unrelated types for a bad URI
-            raise CheckpointError(f"{source}: neither a checkpoint file nor an MLflow model of this project "
-                                  f"({NOT_OURS}; {error})") from error
-        return load_mlflow_weights(Path(weights), source)
+    try:
+        return Path(mlflow.artifacts.download_artifacts(artifact_uri=f"{source.rstrip('/')}/{inside.as_posix()}",
+                                                        dst_path=folder))
+    except Exception as error:  # MLflow raises several unrelated types for a bad URI
+        raise CheckpointError(f"{source}: {missing} ({error})") from error
 
 
 def load_mlflow_weights(weights: Path, source: str) -> SegmentationModel:
