@@ -36,6 +36,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.out.suffix.lower() != ".onnx":
         parser.error(f"--out {args.out}: name the file *.onnx (predict runs such files in onnxruntime)")
+    if args.model.lower().endswith(".onnx"):
+        parser.error(f"--model {args.model}: already an ONNX graph; give the checkpoint or MLflow model it came from")
     model = open_model(args.model, "cpu")
     started = time.perf_counter()
     try:

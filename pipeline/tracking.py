@@ -239,7 +239,8 @@ def log_missing_epochs(run_id: str, history: list[dict]) -> None:
 
 def log_model(checkpoint: Path) -> ModelInfo:
     """Log the checkpoint as a "models from code" pyfunc: the weights as safetensors, the network rebuilt from
-    the project's code, so neither MLflow nor the project unpickles anything to load it (a pickle runs code)."""
+    the project's code, so neither MLflow nor the project unpickles anything to load it (a pickle runs code); and
+    beside them the same model as an ONNX graph, for onnxruntime and other runtimes."""
     with tempfile.TemporaryDirectory() as tmp:
         payload = read_checkpoint(checkpoint)
         weights = write_portable(payload, Path(tmp) / FILE_NAME)

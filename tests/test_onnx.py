@@ -10,6 +10,7 @@ import numpy as np
 import onnx
 import pytest
 import torch
+import torch.nn.functional as F
 from PIL import Image
 from torch import nn
 
@@ -82,6 +83,29 @@ def test_a_graph_that_disagrees_with_torch_is_an_error_and_leaves_no_file(tmp_pa
     assert list(tmp_path.iterdir()) == []  # nor a temporary
 
 
+class BranchesOnShape(nn.Module):
+    """The U-Net's old skip connection: resize only where pooling floored an odd size. torch.export keeps the branch
+    the traced size took, so the graph cannot add the two maps at an odd size."""
+
+    def __init__(self):
+        super().__init__()
+        self.head = nn.Conv2d(3, len(CLASSES), 1)
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        logits = self.head(images)
+        coarse = F.interpolate(F.max_pool2d(logits, 2), scale_factor=2)
+        if coarse.shape[-2:] != logits.shape[-2:]:
+            coarse = F.interpolate(coarse, size=logits.shape[-2:])
+        return logits + coarse
+
+
+def test_a_graph_that_onnxruntime_cannot_run_at_another_size_is_an_error(tmp_path):
+    model = SegmentationModel(BranchesOnShape(), CLASSES, 16).eval()
+    with pytest.raises(OnnxModelError, match=r"model.onnx: onnxruntime cannot run the graph on a \(1, 3, 19, 25\) "):
+        write_onnx(model, tmp_path / "model.onnx")
+    assert list(tmp_path.iterdir()) == []
+
+
 def write_images(folder: Path) -> None:
     rng = np.random.default_rng(0)
     folder.mkdir()
@@ -114,7 +138,7 @@ def test_onnxruntime_on_a_checkpoint_or_a_foreign_graph_is_one_line(tmp_path, ca
     with pytest.raises(SystemExit, match="model.pt: a checkpoint runs in torch; .*python -m pipeline.export"):
         predict.open_model(str(checkpoint), "cpu", "onnxruntime")
     plain = tmp_path / "plain.onnx"
-    torch.onnx.export(nn.Conv2d(3, 2, 1), (torch.rand(1, 3, 4, 4),), str(plain), dynamo=True, verbose=False)
+    torch.onnx.export(nn.Conv2d(3, 2, 1).eval(), (torch.rand(1, 3, 4, 4),), str(plain), dynamo=True, verbose=False)
     with pytest.raises(SystemExit, match="plain.onnx: an ONNX graph without this project's metadata"):
         predict.open_model(str(plain), "cpu")
     with pytest.raises(SystemExit):

@@ -61,24 +61,30 @@ def write_onnx(model: SegmentationModel, path: Path) -> Parity:
 
 
 def export_graph(model: SegmentationModel, path: Path) -> None:
-    """The graph with a dynamic batch, height and width (traced at batch 2: torch.export fixes sizes 0 and 1)."""
-    example = torch.rand(2, 3, model.image_size, model.image_size)
+    """The graph with a dynamic batch, height and width (traced at batch 2: torch.export fixes sizes 0 and 1; the
+    values do not matter, and a constant leaves the caller's random state alone)."""
+    example = torch.full((2, 3, model.image_size, model.image_size), 0.5)
     sizes = {0: torch.export.Dim("batch"), 2: torch.export.Dim("height"), 3: torch.export.Dim("width")}
     try:
         program = torch.onnx.export(model, (example,), input_names=[INPUT_NAME], output_names=[OUTPUT_NAME],
                                     dynamic_shapes={INPUT_NAME: sizes}, dynamo=True, verbose=False)
     except Exception as error:  # torch.export and the ONNX translation raise many types for an unsupported layer
-        reason = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
         raise OnnxModelError(f"torch could not export {type(model.network).__name__} to ONNX "
-                              f"({reason})") from error
+                             f"({first_line(error)})") from error
     program.model.metadata_props.update({CLASS_NAMES_KEY: json.dumps(model.class_names),
                                          IMAGE_SIZE_KEY: str(model.image_size)})
     program.save(str(path))
 
 
+def first_line(error: Exception) -> str:
+    """The gist of an exporter's or onnxruntime's message, which can run to pages, for a one-line error."""
+    text = str(error).strip()
+    return text.splitlines()[0][:300] if text else type(error).__name__
+
+
 def check_inputs(image_size: int) -> list[torch.Tensor]:
-    """Noise at the training size (batch 2), and a photo-like image (smooth colour regions) at an odd size that
-    no encoder stride divides (batch 1): the graph must agree with torch where it was traced and elsewhere."""
+    """Noise at the training size (batch 2), and a photo-like image (smooth colour regions) 3 and 9 pixels larger
+    (batch 1): the graph must agree with torch at the size it was traced at and at sizes no stride divides."""
     generator = torch.Generator().manual_seed(CHECK_SEED)
     noise = torch.rand(2, 3, image_size, image_size, generator=generator)
     regions = torch.rand(1, 3, 5, 7, generator=generator)
@@ -92,7 +98,12 @@ def check_parity(model: SegmentationModel, path: Path) -> Parity:
     worst, same, pixels = 0.0, 0, 0
     with torch.inference_mode():
         for images in check_inputs(model.image_size):
-            expected, got = model(images), graph(images)
+            expected = model(images)
+            try:
+                got = graph(images)
+            except Exception as error:  # onnxruntime's own types, e.g. a size the traced graph cannot take
+                raise OnnxModelError(f"onnxruntime cannot run the graph on a {tuple(images.shape)} input "
+                                     f"({first_line(error)})") from error
             worst = max(worst, (expected - got).abs().max().item())
             same += (class_indices(expected) == class_indices(got)).sum().item()
             pixels += expected[:, 0].numel()
@@ -112,8 +123,7 @@ class OnnxSegmenter(nn.Module):
         try:
             self.session = onnxruntime.InferenceSession(str(path), providers=["CPUExecutionProvider"])
         except Exception as error:  # onnxruntime's own exception types: invalid graph, protobuf parse failure
-            raise OnnxModelError(f"{path}: not a readable ONNX graph ({' '.join(str(error).split())[:200]})") \
-                from error
+            raise OnnxModelError(f"{path}: not a readable ONNX graph ({first_line(error)})") from error
         metadata = self.session.get_modelmeta().custom_metadata_map
         try:
             self.class_names = json.loads(metadata[CLASS_NAMES_KEY])
