@@ -92,6 +92,13 @@ def predict_logits(model: SegmentationModel, image: np.ndarray, image_size: int 
     return predict_logits_many(model, [image], image_size=image_size, hflip=hflip, scales=scales)[0]
 
 
+def input_device(model: torch.nn.Module) -> torch.device:
+    """Where the model's weights are; a model without torch weights (an ONNX graph, models/onnx_graph.py) takes
+    CPU tensors."""
+    weight = next(model.parameters(), None)
+    return torch.device("cpu") if weight is None else weight.device
+
+
 def predict_logits_many(model: SegmentationModel, images: Sequence[np.ndarray], image_size: int | None = None,
                         hflip: bool = False, scales: Sequence[float] = (1.0,)) -> list[torch.Tensor]:
     """HxWx3 uint8 images of any sizes -> one (C, H, W) log-probability tensor per image, at its own size.
@@ -100,7 +107,7 @@ def predict_logits_many(model: SegmentationModel, images: Sequence[np.ndarray], 
     go through the model as one batch; each one's logits are resized bilinearly back, then renormalised
     (interpolating log-probabilities does not keep them normalised)."""
     image_size = image_size or model.image_size
-    device = next(model.parameters()).device
+    device = input_device(model)
     inputs = torch.cat([_resize(image_to_tensor(image).to(device), (image_size, image_size)) for image in images])
     logits = predict_batch(model, inputs, hflip=hflip, scales=scales)
     with torch.inference_mode():

@@ -1,11 +1,13 @@
 """Segment images with a trained model: a palette mask and a colour overlay with a legend per image.
 
     python -m pipeline.predict IMAGE_OR_FOLDER... --model MODEL --out DIR [--image-size N] [--device auto] [--hflip]
+        [--backend torch|onnxruntime]
 
-MODEL is a checkpoint file (models/*.pt), a downloaded MLflow model folder, or an MLflow model URI
-(models:/<name>@champion, runs:/<run id>/model); from MLflow only the model's safetensors weights
-are read. URIs are looked up in MLFLOW_TRACKING_URI if set, else in this project's store (params.yaml's
-mlflow.tracking_uri, relative to the project root), from whatever directory this runs in. A missing or
+MODEL is a checkpoint file (models/*.pt), an ONNX file (python -m pipeline.export), a downloaded MLflow model
+folder, or an MLflow model URI (models:/<name>@champion, runs:/<run id>/model); from MLflow only the model's
+safetensors weights are read, or with --backend onnxruntime its ONNX graph. URIs are looked up in
+MLFLOW_TRACKING_URI if set, else in this project's store (params.yaml's mlflow.tracking_uri, relative to the
+project root), from whatever directory this runs in. A missing or
 unreadable image is reported by name and skipped; the exit code is 1 if any image failed.
 """
 from __future__ import annotations
@@ -31,6 +33,7 @@ from pipeline.data.palette import colorize, voc_palette
 from pipeline.errors import UserError
 from pipeline.inference import predict_mask
 from pipeline.models.checkpoint import load_model
+from pipeline.models.onnx_graph import OnnxSegmenter, load_onnx
 from pipeline.models.segmenter import SegmentationModel
 from pipeline.training.device import pick_device
 
@@ -65,15 +68,18 @@ def use_project_store(source: str) -> None:
     mlflow.set_tracking_uri(uri)
 
 
-def open_model(source: str, device: str) -> SegmentationModel:
-    """The model from a checkpoint file or MLflow URI on `device`; a bad source is a one-line user error."""
+def open_model(source: str, device: str, backend: str = "torch") -> SegmentationModel | OnnxSegmenter:
+    """The model from a checkpoint file, ONNX file or MLflow model on `device` (onnxruntime: the CPU); a bad
+    source is a one-line user error."""
     if not MODEL_URI.match(source) and not Path(source).exists():  # skip MLflow's long message for a plain typo
-        raise fail(f"--model {source}: no such file; neither a checkpoint file nor an MLflow model URI")
+        raise fail(f"--model {source}: no such file; neither a checkpoint or ONNX file nor an MLflow model URI")
     store_key = "MLFLOW_TRACKING_URI" if os.environ.get("MLFLOW_TRACKING_URI") else "mlflow.tracking_uri"
     use_project_store(source)
     try:
         if MODEL_URI.match(source):
             check_store_reachable(store_key)
+        if backend == "onnxruntime" or source.lower().endswith(".onnx"):
+            return load_onnx(source)
         model = load_model(source)
     except (ValueError, OSError, UserError) as error:
         raise fail(f"--model {error}") from None
@@ -218,6 +224,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--device", choices=("auto", "cpu", "cuda", "mps"), default="auto",
                         help="where the model runs (default: auto, the fastest available)")
     parser.add_argument("--hflip", action="store_true", help="also average over the horizontally flipped image")
+    parser.add_argument("--backend", choices=("torch", "onnxruntime"), default="torch",
+                        help="what runs the model: torch, or onnxruntime on the model's ONNX graph (a .onnx file, or "
+                             "the graph logged with an MLflow model); a .onnx --model always runs in onnxruntime")
     return parser
 
 
@@ -234,7 +243,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if duplicates:
         parser.error(f"several images share the name stem {', '.join(duplicates)}: their outputs would collide")
 
-    model = open_model(args.model, args.device)
+    model = open_model(args.model, args.device, args.backend)
     errors = predict_files(model, images, args.out, image_size=args.image_size, hflip=args.hflip)
     for message in errors:
         print(f"error: {message}", file=sys.stderr)

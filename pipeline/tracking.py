@@ -34,8 +34,12 @@ from pipeline.digest import file_digest
 from pipeline.errors import UserError
 from pipeline.model_registry import Measurement, register_and_promote
 from pipeline.models import card
-from pipeline.models.checkpoint import read_checkpoint
+from pipeline.models.checkpoint import model_from_payload, read_checkpoint
+from pipeline.models.onnx_graph import ARTIFACT_KEY as ONNX_ARTIFACT_KEY
+from pipeline.models.onnx_graph import FILE_NAME as ONNX_FILE_NAME
+from pipeline.models.onnx_graph import OnnxModelError, write_onnx
 from pipeline.models.portable import ARTIFACT_KEY, FILE_NAME, write_portable
+from pipeline.models.segmenter import SegmentationModel
 from pipeline.repo import repo_root, resolve
 
 SQLITE_PREFIX = "sqlite:///"
@@ -281,13 +285,30 @@ def log_missing_epochs(run_id: str, history: list[dict]) -> None:
 
 def log_model(checkpoint: Path) -> ModelInfo:
     """Log the checkpoint as a "models from code" pyfunc: the weights as safetensors, the network rebuilt from
-    the project's code, so neither MLflow nor the project unpickles anything to load it (a pickle runs code)."""
+    the project's code, so neither MLflow nor the project unpickles anything to load it (a pickle runs code); and
+    beside them the same model as an ONNX graph, for onnxruntime and other runtimes."""
     with tempfile.TemporaryDirectory() as tmp:
-        weights = write_portable(read_checkpoint(checkpoint), Path(tmp) / FILE_NAME)
+        payload = read_checkpoint(checkpoint)
+        weights = write_portable(payload, Path(tmp) / FILE_NAME)
+        artifacts = {ARTIFACT_KEY: str(weights), **onnx_artifact(model_from_payload(payload, checkpoint), Path(tmp))}
         return mlflow.pyfunc.log_model(
-            name="model", python_model=str(PYFUNC_CODE), artifacts={ARTIFACT_KEY: str(weights)},
+            name="model", python_model=str(PYFUNC_CODE), artifacts=artifacts,
             code_paths=[str(PYFUNC_CODE.parents[1])], signature=model_signature(),
             input_example=np.full((1, 3, 8, 8), 0.5, dtype=np.float32), pip_requirements=model_requirements())
+
+
+def onnx_artifact(model: SegmentationModel, folder: Path) -> dict[str, str]:
+    """The model as an ONNX graph checked against torch (models/onnx_graph.py), for onnxruntime and other runtimes.
+    A model that torch cannot export, or whose graph disagrees, is logged without one and a warning says why: the
+    trained weights must not be lost to it."""
+    started = time.perf_counter()
+    try:
+        parity = write_onnx(model, folder / ONNX_FILE_NAME)
+    except OnnxModelError as error:
+        print(f"warning: the model is logged without {ONNX_FILE_NAME}: {error}")
+        return {}
+    print(f"{ONNX_FILE_NAME}: exported and checked in {time.perf_counter() - started:.1f} s ({parity})")
+    return {ONNX_ARTIFACT_KEY: str(folder / ONNX_FILE_NAME)}
 
 
 def model_requirements() -> list[str]:

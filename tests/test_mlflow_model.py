@@ -20,6 +20,7 @@ import yaml
 
 from pipeline.inference import predict_mask
 from pipeline.models.checkpoint import load_checkpoint, load_model
+from pipeline.models.onnx_graph import load_onnx
 from pipeline.models.segmenter import SegmentationModel
 from tests.logged_model import CLASSES, LoggedModel, log_tiny_model
 
@@ -73,9 +74,18 @@ def test_the_torch_module_comes_back_from_either_loader(logged):
     assert isinstance(unwrapped, SegmentationModel) and unwrapped.state_dict().keys() == expected.keys()
 
 
+def test_the_logged_onnx_graph_gives_the_cli_masks_from_every_kind_of_source(logged):
+    images = uint8_images()
+    for source in (logged.registered, logged.run_model, str(logged.folder)):
+        graph = load_onnx(source)
+        assert graph.class_names == CLASSES
+        np.testing.assert_array_equal(np.stack([predict_mask(graph, image) for image in images]),
+                                      cli_masks(logged, images))
+
+
 def test_the_logged_model_holds_no_pickle(logged):
     files = {path.relative_to(logged.folder).as_posix() for path in logged.folder.rglob("*") if path.is_file()}
-    assert "artifacts/model.safetensors" in files and "pyfunc.py" in files
+    assert {"artifacts/model.safetensors", "artifacts/model.onnx", "pyfunc.py"} <= files
     assert not [name for name in files if name.endswith((".pkl", ".pt", ".pth", ".pyc"))]
     flavor = yaml.safe_load((logged.folder / "MLmodel").read_text())["flavors"]
     assert list(flavor) == ["python_function"] and "python_model" not in flavor["python_function"]

@@ -86,20 +86,27 @@ def load_model(source: str) -> SegmentationModel:
         return load_checkpoint(Path(source))
     if Path(source).is_dir():
         return load_mlflow_weights(Path(source) / IN_MLFLOW_MODEL, source)
+    with tempfile.TemporaryDirectory() as tmp:  # the weights file alone: the rest of the logged model is never needed
+        weights = download_model_file(source, IN_MLFLOW_MODEL, tmp, NOT_OURS)
+        return load_mlflow_weights(weights, source)
+
+
+def download_model_file(source: str, inside: Path, folder: str, missing: str) -> Path:
+    """The file at `inside` of the MLflow model URI `source`, downloaded alone into `folder`; `missing` says in the
+    error what `source` was expected to be."""
     import mlflow.artifacts  # slow to import: only when needed
 
-    with tempfile.TemporaryDirectory() as tmp:
-        try:  # the weights file alone: the rest of the logged model is never needed
-            weights = mlflow.artifacts.download_artifacts(
-                artifact_uri=f"{source.rstrip('/')}/{IN_MLFLOW_MODEL.as_posix()}", dst_path=tmp)
-        except Exception as error:  # MLflow raises several unrelated types for a bad URI
-            raise CheckpointError(f"{source}: {not_downloaded(error)}") from error
-        return load_mlflow_weights(Path(weights), source)
+    try:
+        return Path(mlflow.artifacts.download_artifacts(artifact_uri=f"{source.rstrip('/')}/{inside.as_posix()}",
+                                                        dst_path=folder))
+    except Exception as error:  # MLflow raises several unrelated types for a bad URI
+        raise CheckpointError(f"{source}: {not_downloaded(error, inside.name, missing)}") from error
 
 
-def not_downloaded(error: Exception) -> str:
-    """Why the weights of an MLflow model URI could not be had, cause first: the server refused the login, the
-    URI names nothing (no such model, alias or run), or the model is there without this project's weights file."""
+def not_downloaded(error: Exception, file_name: str, missing: str) -> str:
+    """Why `file_name` of an MLflow model URI could not be had, cause first: the server refused the login, the
+    URI names nothing (no such model, alias or run), or the model is there without that file (`missing` says
+    what then)."""
     import mlflow
 
     from pipeline.tracking import redact  # tracking imports this module
@@ -112,7 +119,7 @@ def not_downloaded(error: Exception) -> str:
         return f"{server} refuses this user the model (HTTP 403): ask its admin for READ on it"
     cause = " ".join(str(error).split())
     # the URI found a model, without the weights file: logged by MLflow itself, or by something else
-    return f"{cause[:300]} ({NOT_OURS})" if FILE_NAME in cause else cause[:300]
+    return f"{cause[:300]} ({missing})" if file_name in cause else cause[:300]
 
 
 def load_mlflow_weights(weights: Path, source: str) -> SegmentationModel:

@@ -38,11 +38,12 @@ class EncoderDecoder(nn.Module):
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
         """(B, 3, H, W) -> (B, num_classes, H, W) for any H, W: pad the bottom and right edges by repeating the
-        last row and column up to a multiple of the encoder's stride, then crop the logits back."""
+        last row and column up to a multiple of the encoder's stride, then crop the logits back. An exported graph
+        (ONNX) serves every size, so it always pads (by zero rows where none are needed)."""
         height, width = images.shape[-2:]
         stride = self.encoder.output_stride
-        padding = (0, -width % stride, 0, -height % stride)
-        if any(padding):
+        padding = (0, (width + stride - 1) // stride * stride - width, 0, (height + stride - 1) // stride * stride - height)
+        if torch.compiler.is_exporting() or any(padding):
             images = F.pad(images, padding, mode="replicate")
         return self.model(images)[..., :height, :width]
 

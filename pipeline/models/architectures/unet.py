@@ -53,7 +53,9 @@ class UpBlock(nn.Module):
 
     def forward(self, x: torch.Tensor, skip: torch.Tensor) -> torch.Tensor:
         x = self.up(x)
-        if x.shape[-2:] != skip.shape[-2:]:  # odd sizes: pool floors, so match the skip exactly
+        # Odd sizes: pool floors, so match the skip exactly. An exported graph (ONNX) serves every size, so it
+        # always resizes: a resize to the same size changes nothing, and a shape test would fix one branch.
+        if torch.compiler.is_exporting() or x.shape[-2:] != skip.shape[-2:]:
             x = F.interpolate(x, size=skip.shape[-2:], mode="bilinear", align_corners=False)
         return self.conv(torch.cat([skip, x], dim=1))
 
