@@ -28,6 +28,7 @@ from pipeline.data.imageio import BadSampleError, read_rgb, write_mask_png
 from pipeline.data.labels import BACKGROUND
 from pipeline.data.palette import colorize, voc_palette
 from pipeline.inference import predict_mask
+from pipeline.logs import configure_logging
 from pipeline.models.checkpoint import load_model
 from pipeline.models.segmenter import SegmentationModel
 from pipeline.training.device import pick_device
@@ -197,6 +198,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    configure_logging()  # no MLflow download bar frames off a terminal
     parser = build_parser()
     args = parser.parse_args(argv)
     if args.image_size is not None and args.image_size < 1:

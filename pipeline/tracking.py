@@ -10,6 +10,7 @@ and serialises writers itself: nothing local is locked or chosen for it.
 from __future__ import annotations
 
 import contextlib
+import logging
 import os
 import re
 import subprocess
@@ -36,6 +37,7 @@ from pipeline.models.checkpoint import read_checkpoint
 from pipeline.models.portable import ARTIFACT_KEY, FILE_NAME, write_portable
 from pipeline.repo import repo_root, resolve
 
+log = logging.getLogger(__name__)
 SQLITE_PREFIX = "sqlite:///"
 # Read once at import: mlflow.set_tracking_uri() writes this variable too, so a later read could not
 # tell the user's setting from our own.
@@ -276,17 +278,18 @@ def run_name(model: str, dataset: str) -> str:
 
 
 def attach_to_run(mlflow_params, model_file: Path, metrics: dict[str, float], files: list[Path],
-                  artifact_dir: str) -> None:
-    """Add a later stage's metrics and files to the training run that wrote `model_file`; without one in the
-    store (a model from a DVC remote, another store), warn and attach nothing."""
+                  artifact_dir: str) -> str | None:
+    """Add a later stage's metrics and files to the training run that wrote `model_file`; returns its id. Without
+    one in the store (a model from a DVC remote, another store), warn and attach nothing."""
     experiment_id = setup_experiment(mlflow_params)
     run_id = run_of_model(experiment_id, model_file)
     if run_id is None:
-        print(f"warning: no run in MLflow experiment {mlflow_params.experiment!r} ({redact(mlflow.get_tracking_uri())})"
-              f" wrote {model_file}; its {artifact_dir} are not attached to any run")
-        return
+        log.warning(f"no run in MLflow experiment {mlflow_params.experiment!r} ({redact(mlflow.get_tracking_uri())})"
+                    f" wrote {model_file}; its {artifact_dir} are not attached to any run")
+        return None
     client = mlflow.MlflowClient()
     now = int(time.time() * 1000)
     client.log_batch(run_id, metrics=[Metric(name, value, now, 0) for name, value in metrics.items()])
     for path in files:
         client.log_artifact(run_id, str(path), artifact_dir)
+    return run_id

@@ -7,6 +7,7 @@ under torchrun (LOCAL_RANK and WORLD_SIZE set, also by a multi-node launch) it r
 """
 from __future__ import annotations
 
+import logging
 import os
 import shlex
 import sys
@@ -20,6 +21,8 @@ from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 
 from pipeline.errors import UserError
+
+log = logging.getLogger(__name__)
 
 SMALL_BATCH = 16  # below this many images per process, batch-norm statistics are noisy (Wu & He 2018, fig. 1)
 MULTI_NODE_SETTINGS = ("PET_NNODES", "PET_RDZV_ENDPOINT", "PET_MASTER_ADDR")  # torchrun reads PET_<OPTION>
@@ -47,7 +50,7 @@ def relaunch_under_torchrun(nproc_per_node: int, module: str) -> NoReturn:
     """Replace this process by torchrun running `module` with the same arguments in `nproc_per_node` processes
     (it forwards SIGTERM and Ctrl-C to them, and fails as a whole when one of them fails)."""
     command = torchrun_command(nproc_per_node, module, sys.argv[1:])
-    print("launching: python " + shlex.join(command[1:]), flush=True)
+    log.info("launching: python " + shlex.join(command[1:]))
     os.execv(sys.executable, command)
 
 
