@@ -46,6 +46,7 @@ from pipeline.config import MODELS, Params, load_params, parse
 from pipeline.data.interim import write_interim
 from pipeline.data.preprocess import preprocess
 from pipeline.data.sources.voc import read_custom_voc
+from pipeline.logs import configure_logging
 from pipeline.paths import TrainOutputs
 from pipeline.training.loop import train
 
@@ -199,6 +200,7 @@ def print_summary(summaries: dict[str, Summary], budget: float | None) -> None:
 
 
 def main() -> None:
+    configure_logging()  # the training's time-stamped epoch lines
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--root", type=Path, default=REPO_ROOT.parent / "shared" / "data" / "msrc_v2",
                         help="a VOC-layout folder with classes.txt (default: ../shared/data/msrc_v2)")

@@ -25,6 +25,7 @@ from pipeline.data.interim import write_interim
 from pipeline.data.preprocess import preprocess
 from pipeline.data.sources import read_source
 from pipeline.evaluation.evaluate import evaluate
+from pipeline.logs import configure_logging
 from pipeline.paths import TrainOutputs
 from pipeline.training.loop import train
 from scripts.make_single_class_root import build
@@ -40,6 +41,7 @@ def single_class_params(root: Path, work: Path, overrides: list[str]) -> Params:
 
 
 def main() -> None:
+    configure_logging()  # the training's time-stamped epoch lines
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--shared-data", type=Path, default=REPO_ROOT.parent / "shared" / "data",
                         help="the folder holding isbi2012_membrane, drive and epfl_mitochondria")

@@ -15,6 +15,7 @@ version registered before it.
 from __future__ import annotations
 
 import hashlib
+import logging
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -24,6 +25,8 @@ from mlflow.entities.model_registry import ModelVersion
 
 from pipeline.digest import file_digest
 from pipeline.errors import UserError
+
+log = logging.getLogger(__name__)
 
 CHAMPION = "champion"
 TAG_PREFIX = "segmentation."
@@ -113,7 +116,7 @@ def register_and_promote(model_uri: str, name: str, measurement: Measurement, va
     if champion is None or not measurement.comparable(Measurement.from_tags(champion.tags)):
         reason = ("its val split is a data.subset.val subset" if not measurement.full_val else
                   "its val data or classes differ from the champion's")
-        print(f"registered {name} version {version.version}; not a candidate for @{CHAMPION}: {reason}")
+        log.info(f"registered {name} version {version.version}; not a candidate for @{CHAMPION}: {reason}")
     return version
 
 

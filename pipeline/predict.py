@@ -32,6 +32,7 @@ from pipeline.data.labels import BACKGROUND
 from pipeline.data.palette import colorize, voc_palette
 from pipeline.errors import UserError
 from pipeline.inference import predict_mask
+from pipeline.logs import configure_logging
 from pipeline.models.checkpoint import load_model
 from pipeline.models.onnx_graph import OnnxSegmenter, load_onnx
 from pipeline.models.segmenter import SegmentationModel
@@ -231,6 +232,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    configure_logging()  # no MLflow download bar frames off a terminal
     parser = build_parser()
     args = parser.parse_args(argv)
     if args.image_size is not None and (problem := image_size_problem(args.image_size)):

@@ -42,6 +42,7 @@ from pipeline.models.portable import ARTIFACT_KEY, FILE_NAME, write_portable
 from pipeline.models.segmenter import SegmentationModel
 from pipeline.repo import repo_root, resolve
 
+log = logging.getLogger(__name__)
 SQLITE_PREFIX = "sqlite:///"
 # Read once at import: mlflow.set_tracking_uri() writes this variable too, so a later read could not
 # tell the user's setting from our own.
@@ -305,9 +306,9 @@ def onnx_artifact(model: SegmentationModel, folder: Path) -> dict[str, str]:
     try:
         parity = write_onnx(model, folder / ONNX_FILE_NAME)
     except OnnxModelError as error:
-        print(f"warning: the model is logged without {ONNX_FILE_NAME}: {error}")
+        log.warning(f"the model is logged without {ONNX_FILE_NAME}: {error}")
         return {}
-    print(f"{ONNX_FILE_NAME}: exported and checked in {time.perf_counter() - started:.1f} s ({parity})")
+    log.info(f"{ONNX_FILE_NAME}: exported and checked in {time.perf_counter() - started:.1f} s ({parity})")
     return {ONNX_ARTIFACT_KEY: str(folder / ONNX_FILE_NAME)}
 
 
@@ -380,8 +381,8 @@ def attach_to_run(mlflow_params, model_file: Path, metrics: dict[str, float], fi
     experiment_id = setup_experiment(mlflow_params)
     run_id = run_of_model(experiment_id, model_file)
     if run_id is None:
-        print(f"warning: no run in MLflow experiment {mlflow_params.experiment!r} ({redact(mlflow.get_tracking_uri())})"
-              f" wrote {model_file}; its {artifact_dir} are not attached to any run")
+        log.warning(f"no run in MLflow experiment {mlflow_params.experiment!r} ({redact(mlflow.get_tracking_uri())})"
+                    f" wrote {model_file}; its {artifact_dir} are not attached to any run")
         return None
     client = mlflow.MlflowClient()
     model_ids = logged_models_of(client, run_id) or [None]

@@ -1,10 +1,11 @@
-"""What every stage script shares: the --params argument, one line and a non-zero exit for an error that is the
-user's to fix (a bad key, a missing file; a bug keeps its traceback), SIGTERM handled like Ctrl-C (so an
-MLflow run killed by `dvc queue kill` or a scheduler is closed as KILLED), and a stage that ends with the DVC
-process that started it."""
+"""What every stage script shares: the --params argument, time-stamped log lines (pipeline/logs.py), one line and
+a non-zero exit for an error that is the user's to fix (a bad key, a missing file; a bug keeps its traceback),
+SIGTERM handled like Ctrl-C (so an MLflow run killed by `dvc queue kill` or a scheduler is closed as KILLED), and
+a stage that ends with the DVC process that started it."""
 from __future__ import annotations
 
 import argparse
+import logging
 import os
 import signal
 import sys
@@ -16,6 +17,9 @@ import psutil
 
 from pipeline.config import ConfigError, Params, load_params
 from pipeline.errors import UserError
+from pipeline.logs import configure_logging
+
+log = logging.getLogger("stages")
 
 
 def interrupt_on_sigterm() -> None:
@@ -56,16 +60,22 @@ def stop_when_dvc_exits() -> None:
                 time.sleep(WATCH_INTERVAL)
         except psutil.NoSuchProcess:  # the shell exited right after this process's own check passed
             pass
-        print(f"stopping: process {parents[-1]}, which started this stage, has exited", file=sys.stderr, flush=True)
+        log.warning(f"stopping: process {parents[-1]}, which started this stage, has exited")
         os.kill(os.getpid(), signal.SIGTERM)
 
     threading.Thread(target=watch, name="stop-when-dvc-exits", daemon=True).start()
+
+
+def log_written(what: str, run_id: str | None) -> None:
+    """A stage's last line: what it wrote, and which MLflow run holds it now."""
+    log.info(f"wrote {what}; " + (f"attached to MLflow run {run_id}" if run_id else "attached to no MLflow run"))
 
 
 def run_stage(description: str, stage: Callable[[Params], None]) -> None:
     parser = argparse.ArgumentParser(description=description)
     parser.add_argument("--params", default="params.yaml", help="parameters file (default: params.yaml)")
     args = parser.parse_args()
+    configure_logging()
     try:
         params = load_params(args.params)
     except ConfigError as error:

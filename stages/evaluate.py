@@ -7,7 +7,7 @@ from pipeline.config import Params
 from pipeline.evaluation.evaluate import evaluate
 from pipeline.models import card
 from pipeline.training.threads import ThreadShare
-from stages.cli import run_stage
+from stages.cli import log_written, run_stage
 
 
 def main(params: Params) -> None:
@@ -15,12 +15,15 @@ def main(params: Params) -> None:
     with ThreadShare():  # a queue worker's evaluation runs beside another's training: share the cores likewise
         metrics = evaluate(paths.processed_dir(dataset), paths.interim_dir(dataset), paths.model_file(), out_dir,
                            params.evaluate)
+    written = sorted(out_dir.iterdir())
     run_id = tracking.attach_to_run(params.mlflow, paths.model_file(),
-                                    {f"eval_{name}": value for name, value in metrics.items()},
-                                    sorted(out_dir.iterdir()), "reports/eval")
+                                    {f"eval_{name}": value for name, value in metrics.items()}, written,
+                                    "reports/eval")
     if run_id is not None:
         per_class_iou = json.loads((out_dir / "per_class_iou.json").read_text())
         tracking.add_to_cards(run_id, card.EVALUATION, card.evaluation_section(metrics, per_class_iou))
+    log_written(f"{', '.join(map(str, written))} (val mIoU {metrics['miou']:.4f}, pixel accuracy "
+                f"{metrics['pixel_accuracy']:.4f})", run_id)
 
 
 if __name__ == "__main__":

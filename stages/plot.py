@@ -2,14 +2,16 @@
 from pipeline import paths, tracking
 from pipeline.config import Params
 from pipeline.reporting.figures import make_figures
-from stages.cli import run_stage
+from stages.cli import log_written, run_stage
 
 
 def main(params: Params) -> None:
     outputs = paths.TrainOutputs.under()
     figures = make_figures(paths.model_file(), paths.processed_dir(params.data.dataset), outputs.history.parent,
                            paths.eval_dir(), paths.figures_dir(), params.plot.num_samples)
-    tracking.attach_to_run(params.mlflow, paths.model_file(), {}, figures, "reports/figures")
+    run_id = tracking.attach_to_run(params.mlflow, paths.model_file(), {}, figures, "reports/figures")
+    log_written(f"{len(figures)} figures to {paths.figures_dir()}: {', '.join(figure.name for figure in figures)}",
+                run_id)
 
 
 if __name__ == "__main__":

@@ -8,6 +8,7 @@ samples, and a training killed under two processes resuming in the same run unde
 from __future__ import annotations
 
 import json
+import logging
 import os
 import shutil
 import signal
@@ -186,14 +187,15 @@ def test_ddp_killed_two_process_training_resumes_in_one_run_written_by_rank_0(pr
 
 
 @pytest.mark.slow  # one torchrun launch, then a training in this process
-def test_ddp_training_killed_under_two_processes_resumes_under_one(processed, tmp_path, capsys):
+def test_ddp_training_killed_under_two_processes_resumes_under_one(processed, tmp_path, caplog):
+    caplog.set_level(logging.INFO, logger="pipeline")
     project = make_project(tmp_path, processed)
     write_params(project, nproc_per_node=2)
     killed = kill_after_first_epoch(start_stage(project, through_torchrun=True), project)
     write_params(project, nproc_per_node=1)  # the process count is how it runs, not what it trains: it resumes
     train(load_params(project / "params.yaml"), project / "data" / "processed" / "synthetic",
           TrainOutputs.under(project))
-    assert f"resuming after epoch {killed['epoch']} in MLflow run {killed['run_id']}" in capsys.readouterr().out
+    assert f"resuming after epoch {killed['epoch']} in MLflow run {killed['run_id']}" in caplog.text
     (run,) = mlflow_runs(project)
     assert logged_epochs(run.info.run_id) == [1, 2, 3]
     history = torch.load(project / "models" / "train_state.pt", weights_only=False)["history"]

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import logging
 import os
 import shutil
 import signal
@@ -158,7 +159,8 @@ def test_killed_training_resumes_at_the_next_epoch_in_the_same_mlflow_run(synthe
     assert len(runs) == 1
 
 
-def test_temporaries_a_killed_training_left_are_removed_by_the_next(synthetic_data, tmp_path, capsys):
+def test_temporaries_a_killed_training_left_are_removed_by_the_next(synthetic_data, tmp_path, caplog):
+    caplog.set_level(logging.INFO, logger="pipeline")
     _, processed = synthetic_data
     outs = outputs(tmp_path)
     stale = [outs.state.parent / ".train_state.pt.k3_x9q2a.tmp", outs.model.parent / ".model.pt.0a1b2c3d.tmp",
@@ -170,7 +172,7 @@ def test_temporaries_a_killed_training_left_are_removed_by_the_next(synthetic_da
     unrelated.write_bytes(b"not ours")
     train(tiny_params(tmp_path, epochs=1), processed, outs)
     assert not any(file.exists() for file in stale) and unrelated.exists()
-    assert "removed 3 temporary files a killed training left" in capsys.readouterr().out
+    assert "removed 3 temporary files a killed training left" in caplog.text
 
 
 def test_sigterm_closes_the_mlflow_run_as_killed(synthetic_data, tmp_path):
@@ -235,7 +237,7 @@ def test_fine_tuning_starts_from_the_given_model_on_a_seeded_subset(synthetic_da
     assert run.data.params["data.num_train"] == "8" and run.data.params["train.init_from"] == init_from
 
 
-def test_a_replaced_state_closes_its_run_and_a_missing_run_starts_afresh(synthetic_data, tmp_path, capsys):
+def test_a_replaced_state_closes_its_run_and_a_missing_run_starts_afresh(synthetic_data, tmp_path, caplog):
     _, processed = synthetic_data
     process, outs = start_training_process(tmp_path, processed, tiny_params(tmp_path, epochs=12))
     process.send_signal(signal.SIGKILL)
@@ -253,5 +255,5 @@ def test_a_replaced_state_closes_its_run_and_a_missing_run_starts_afresh(synthet
     process.wait()
     mlflow.MlflowClient().delete_run(torch.load(outs.state, weights_only=False)["run_id"])  # or its store is gone
     best = train(tiny_params(tmp_path, epochs=12), processed, outs)
-    assert "not in the store or was deleted; starting afresh" in capsys.readouterr().out
+    assert "not in the store or was deleted; starting afresh" in caplog.text
     assert 0 <= best["val_miou"] <= 1 and torch.load(outs.state, weights_only=False)["completed"]

@@ -7,6 +7,7 @@ under torchrun (LOCAL_RANK and WORLD_SIZE set, also by a multi-node launch) it r
 """
 from __future__ import annotations
 
+import logging
 import os
 import shlex
 import sys
@@ -21,6 +22,8 @@ from torch.distributed import run as torchrun
 from torch.nn.parallel import DistributedDataParallel
 
 from pipeline.errors import UserError
+
+log = logging.getLogger(__name__)
 
 SMALL_BATCH = 16  # below this many images per process, batch-norm statistics are noisy (Wu & He 2018, fig. 1)
 MULTI_NODE_SETTINGS = ("PET_NNODES", "PET_RDZV_ENDPOINT", "PET_MASTER_ADDR")  # torchrun reads PET_<OPTION>
@@ -49,7 +52,7 @@ def relaunch_under_torchrun(nproc_per_node: int, module: str) -> NoReturn:
     exec'd, so that the launcher keeps the thread with which stages/cli.py watches DVC: when DVC exits, the
     launcher is signalled and stops the workers."""
     arguments = torchrun_arguments(nproc_per_node, module, sys.argv[1:])
-    print("launching: python -m torch.distributed.run " + shlex.join(arguments), flush=True)
+    log.info("launching: python -m torch.distributed.run " + shlex.join(arguments))
     torchrun.main(arguments)
     sys.exit(0)
 

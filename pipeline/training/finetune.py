@@ -1,8 +1,12 @@
 """Start from an earlier model (`train.init_from`): copy every tensor whose name and shape match."""
 from __future__ import annotations
 
+import logging
+
 from pipeline.models.checkpoint import CheckpointError, load_model
 from pipeline.models.segmenter import SegmentationModel
+
+log = logging.getLogger(__name__)
 
 
 def initial_weights(source: str) -> dict:
@@ -23,4 +27,4 @@ def load_matching_weights(model: SegmentationModel, weights: dict, source: str) 
                          f"being trained; is it the same architecture (model and models.<model>)?")
     model.load_state_dict(matching, strict=False)
     skipped = sorted(set(own) - set(matching))
-    print(f"init_from {source}: loaded {len(matching)} tensors" + (f", kept fresh: {skipped}" if skipped else ""))
+    log.info(f"init_from {source}: loaded {len(matching)} tensors" + (f", kept fresh: {skipped}" if skipped else ""))

@@ -9,6 +9,7 @@ a diverged model must reach neither the reports nor the registry.
 from __future__ import annotations
 
 import dataclasses
+import logging
 import math
 import time
 from contextlib import nullcontext
@@ -26,6 +27,7 @@ from pipeline.data.dataset import read_manifest
 from pipeline.errors import UserError
 from pipeline.evaluation.scoring import score_loader
 from pipeline.inference import class_indices, predict_batch
+from pipeline.logs import duration
 from pipeline.model_registry import Measurement, check_rights_to_register, registered_name
 from pipeline.models import card
 from pipeline.models.checkpoint import save_checkpoint
@@ -49,6 +51,9 @@ from pipeline.training.state import TrainState, fingerprint, read_state
 from pipeline.training.threads import ThreadShare, share_cores
 
 RANK_SEED_STRIDE = 100_000  # more epochs than any training runs: no two (epoch, rank) pairs share a seed
+SHOWN_CLASS_NAMES = 8  # the start line names this many classes, then counts the rest
+
+log = logging.getLogger(__name__)
 
 
 class TrainingDiverged(UserError):
@@ -75,9 +80,10 @@ class Trainer:
     thread_share: ThreadShare | None = None  # train.num_threads: auto, followed at every batch
 
 
-    def run_epoch(self, epoch: int) -> dict:
+    def run_epoch(self, epoch: int) -> tuple[dict, float]:
         """Train one epoch, score the val split, step the schedule; returns the history row (the same in
-        every process: losses and scores are summed over the processes)."""
+        every process: losses and scores are summed over the processes) and the training speed, in samples
+        (images, or crops of them) per second over all processes."""
         recipe = self.params.train
         seed = epoch_seed(recipe.seed, epoch, distributed.rank())
         seed_everything(seed)
@@ -85,7 +91,9 @@ class Trainer:
         if recipe.freeze_encoder_epochs:
             self.model.freeze_encoder(epoch <= recipe.freeze_encoder_epochs)
         lr = self.scheduler.lr
-        train_loss = self.train_one_epoch(f"epoch {epoch}")
+        started = time.perf_counter()
+        train_loss, samples = self.train_one_epoch(f"epoch {epoch}")
+        speed = samples / (time.perf_counter() - started)
         check_finite(epoch, {"train_loss": train_loss}, recipe)  # before validating weights that are lost
         distributed.copy_buffers_from_main(self.model)
         scores = self.validate()
@@ -93,17 +101,14 @@ class Trainer:
                "val_pixel_accuracy": scores["pixel_accuracy"], "lr": lr}
         check_finite(epoch, row, recipe)
         self.scheduler.after_epoch(scores["miou"])
-        if distributed.is_main():
-            print(f"epoch {epoch}/{recipe.epochs}: train_loss {train_loss:.4f} val_loss {row['val_loss']:.4f} "
-                  f"val_miou {row['val_miou']:.4f}", flush=True)
-        return row
+        return row, speed
 
-    def train_one_epoch(self, description: str) -> float:
+    def train_one_epoch(self, description: str) -> tuple[float, int]:
         """One pass over this process's share of the training split, the lr schedule stepped per batch;
-        returns the mean loss per image over all processes. A process training alone stops at the first
-        batch whose loss is not finite (the mean it returns is not either); under torchrun the others would
-        wait for it at the next gradient all-reduce, so every process ends the epoch and all of them see the
-        same non-finite sum."""
+        returns the mean loss per image and the number of images, over all processes. A process training alone
+        stops at the first batch whose loss is not finite (the mean it returns is not either); under torchrun the
+        others would wait for it at the next gradient all-reduce, so every process ends the epoch and all of them
+        see the same non-finite sum."""
         self.network.train()
         total, count = 0.0, 0
         for images, masks, labelled in tqdm(self.data.train_loader, desc=description, unit="batch", leave=False,
@@ -128,7 +133,7 @@ class Trainer:
             if not math.isfinite(total) and distributed.world_size() == 1:
                 break
         total, count = distributed.sum_over_processes(torch.tensor([total, count], dtype=torch.float64)).tolist()
-        return total / max(count, 1)
+        return total / max(count, 1), int(count)
 
     def validate(self) -> dict:
         """Loss and scores on the val split, in the precision and layout the model trains in (bf16 on a CPU
@@ -188,6 +193,8 @@ def train(params: Params, processed_dir: Path, outputs: TrainOutputs, time_budge
         if main and tracking.is_server(mlflow.get_tracking_uri()):  # a local store has no users to refuse
             check_rights_to_register(model_name(params, manifest["classes"]))
         trainer = build_trainer(params, processed_dir, manifest, device, share)
+        if main:
+            log.info(describe(params, trainer))
         flat_params = flatten(active(params))
         identity = fingerprint(without_launch_params(flat_params), manifest)
         state = distributed.from_main(resume_or_start(outputs.state, identity) if main else None)
@@ -224,8 +231,8 @@ def report_unseen_classes(manifest: dict, processed_dir: Path) -> None:
     and pulls mIoU down whatever the recipe; said once, before the work."""
     unseen = manifest.get("val_classes_not_in_train")
     if unseen:
-        print(f"warning: val classes that no training mask in {processed_dir} shows: {', '.join(unseen)}; their IoU "
-              "can only be 0", flush=True)
+        log.warning(f"val classes that no training mask in {processed_dir} shows: {', '.join(unseen)}; their IoU "
+                    "can only be 0")
 
 
 def remove_stale_temporaries(outputs: TrainOutputs) -> None:
@@ -233,7 +240,7 @@ def remove_stale_temporaries(outputs: TrainOutputs) -> None:
     one starts so that they cannot pile up."""
     removed = [file for path in dataclasses.astuple(outputs) for file in atomic.remove_stale_temporaries(path)]
     if removed:
-        print(f"removed {len(removed)} temporary files a killed training left: {', '.join(map(str, removed))}")
+        log.info(f"removed {len(removed)} temporary files a killed training left: {', '.join(map(str, removed))}")
 
 
 def run_epochs(params: Params, outputs: TrainOutputs, state: TrainState, trainer: Trainer,
@@ -242,21 +249,45 @@ def run_epochs(params: Params, outputs: TrainOutputs, state: TrainState, trainer
     so all of them stop early together; rank 0 saves the state and logs the epoch. Once `time_budget`
     seconds have passed since the first of these epochs started, no new one starts."""
     recipe = params.train
-    started = time.perf_counter()
-    for epoch in range(state.epoch + 1, recipe.epochs + 1):
+    started, first = time.perf_counter(), state.epoch + 1
+    for epoch in range(first, recipe.epochs + 1):
         if state.epochs_without_improvement >= recipe.early_stopping_patience > 0:
             if distributed.is_main():
-                print(f"early stopping: val mIoU has not improved for {recipe.early_stopping_patience} epochs")
+                log.info(f"early stopping: val mIoU has not improved for {recipe.early_stopping_patience} epochs")
             break
-        row = trainer.run_epoch(epoch)
+        row, speed = trainer.run_epoch(epoch)
         state.record(row, trainer.model)
         state.epoch = epoch
         if distributed.is_main():
             save_epoch(params, outputs, state, trainer, row)
+            elapsed = time.perf_counter() - started
+            log.info(epoch_line(row, recipe.epochs, speed, elapsed, eta=elapsed / (epoch - first + 1) *
+                                (recipe.epochs - epoch)))
         if epoch < recipe.epochs and budget_spent(started, time_budget):
             if distributed.is_main():
-                print(f"time budget of {time_budget:g} s spent after epoch {epoch} of {recipe.epochs}", flush=True)
+                log.info(f"time budget of {time_budget:g} s spent after epoch {epoch} of {recipe.epochs}")
             break
+
+
+def epoch_line(row: dict, epochs: int, speed: float, elapsed: float, eta: float) -> str:
+    """One epoch's results, the training speed, the time since this process's first epoch started and the time
+    left at its mean pace so far (early stopping may end sooner)."""
+    return (f"epoch {row['epoch']}/{epochs}: train_loss {row['train_loss']:.4f} val_loss {row['val_loss']:.4f} "
+            f"val_miou {row['val_miou']:.4f} lr {row['lr']:.3g} | {speed:.1f} img/s, elapsed {duration(elapsed)}, "
+            f"ETA {duration(eta)}")
+
+
+def describe(params: Params, trainer: Trainer) -> str:
+    """The training's first line: what it learns from, what it trains and on what."""
+    names = trainer.class_names
+    classes = ", ".join(names[:SHOWN_CLASS_NAMES]) + (f", +{len(names) - SHOWN_CLASS_NAMES} more"
+                                                      if len(names) > SHOWN_CLASS_NAMES else "")
+    processes = distributed.world_size()
+    return (f"training {params.model} ({count_parameters(trainer.model):,} parameters) on {params.data.dataset}: "
+            f"{trainer.data.num_train} train / {trainer.data.num_val} val images, {trainer.image_size}px, "
+            f"{len(names)} classes ({classes}); {params.train.epochs} epochs of batch {params.train.batch_size}; "
+            f"device {trainer.device}, precision {trainer.precision}, threads {torch.get_num_threads()}"
+            + (f" in each of {processes} processes" if processes > 1 else ""))
 
 
 def check_finite(epoch: int, values: dict, recipe) -> None:
@@ -338,12 +369,12 @@ def resume_or_start(path: Path, identity: str) -> TrainState:
     if state is not None and not state.continues(identity):
         state = None
     if state is not None and state.run_id and not tracking.run_exists(state.run_id):
-        print(f"warning: {path} continues MLflow run {state.run_id}, which is not in the store or was deleted; "
-              "starting afresh")
+        log.warning(f"{path} continues MLflow run {state.run_id}, which is not in the store or was deleted; "
+                    "starting afresh")
         state = None
     if state is None:
         return TrainState(fingerprint=identity)
-    print(f"resuming after epoch {state.epoch} in MLflow run {state.run_id}")
+    log.info(f"resuming after epoch {state.epoch} in MLflow run {state.run_id}")
     return state
 
 
@@ -373,5 +404,7 @@ def finish(params: Params, outputs: TrainOutputs, state: TrainState, trainer: Tr
     best_metrics = {key if key.startswith("best") else f"best_{key}": value for key, value in best.items()}
     tracking.log_and_promote_model(outputs.model, name, measured_on, best["val_miou"], best_metrics, model_card)
     state.completed = True
-    state.run_id = None  # only an unfinished state needs its run; without it identical runs write equal bytes
+    run_id, state.run_id = state.run_id, None  # only an unfinished state needs its run: identical runs, equal bytes
     state.save(outputs.state)
+    log.info(f"wrote {outputs.model} (epoch {best['best_epoch']}, val mIoU {best['val_miou']:.4f}), {outputs.history}, "
+             f"{outputs.metrics}, {outputs.resolved}, {outputs.progress}; logged to MLflow run {run_id}")

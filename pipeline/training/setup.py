@@ -1,6 +1,7 @@
 """Build what a training needs from params, one object per params group: data, model, loss, optimizer."""
 from __future__ import annotations
 
+import logging
 import os
 import random
 from dataclasses import dataclass
@@ -18,6 +19,8 @@ from pipeline.models.segmenter import SegmentationModel
 from pipeline.training.finetune import initial_weights, load_matching_weights
 from pipeline.training.losses import build_loss
 from pipeline.training.optim import build_optimizer, build_scheduler
+
+log = logging.getLogger(__name__)
 
 CPU = torch.device("cpu")
 PROGRESS_IMAGES = 4  # fixed val images whose predictions are kept for the progress GIF
@@ -144,7 +147,7 @@ def build_training_loss(params: Params, data: TrainData, num_classes: int) -> to
     weights = recipe.class_weights
     if weights == "balanced":
         weights = balanced_class_weights(data.train_loader.dataset, num_classes)
-        print("class weights (balanced): " + ", ".join(f"{w:.2f}" for w in weights))
+        log.info("class weights (balanced): " + ", ".join(f"{w:.2f}" for w in weights))
     return build_loss(recipe.loss, num_classes, IGNORE_INDEX, weights, recipe.focal_gamma, data.partial)
 
 

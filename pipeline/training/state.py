@@ -11,6 +11,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
+import logging
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -18,6 +19,8 @@ import torch
 from torch import nn
 
 from pipeline.models.checkpoint import save_torch_file
+
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -71,5 +74,5 @@ def read_state(path: Path) -> TrainState | None:
     try:
         return TrainState(**torch.load(path, map_location="cpu", weights_only=True))
     except Exception as error:  # start afresh rather than trust it
-        print(f"{path}: not a training state this version can resume ({type(error).__name__}); starting afresh")
+        log.warning(f"{path}: not a training state this version can resume ({type(error).__name__}); starting afresh")
         return None

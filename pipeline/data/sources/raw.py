@@ -6,6 +6,7 @@ With `data.root` set, nothing is downloaded: the download stage only records the
 from __future__ import annotations
 
 import json
+import logging
 import os
 from pathlib import Path
 
@@ -14,6 +15,8 @@ from pipeline.config import DataParams
 from pipeline.data.sources import synthetic
 from pipeline.data.sources.download import ADE20K, VOC2012, ensure_dataset
 from pipeline.repo import resolve
+
+log = logging.getLogger(__name__)
 
 ARCHIVES = {"voc2012": VOC2012, "ade20k": ADE20K}
 SOURCE_FILE = "source.json"
@@ -52,8 +55,8 @@ def warn_about_links_leaving(root: Path) -> None:
     if leaving:
         link, target = leaving[0]
         others = f" and {len(leaving) - 1} more" if len(leaving) > 1 else ""
-        print(f"warning: data.root: {link} -> {target}{others} lead outside {root}; their targets are read as part "
-              "of the dataset")
+        log.warning(f"data.root: {link} -> {target}{others} lead outside {root}; their targets are read as part of "
+                    "the dataset")
 
 
 def links_leaving(root: Path) -> list[tuple[Path, Path]]:
