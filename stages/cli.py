@@ -1,15 +1,27 @@
 """What every stage script shares: the --params argument, one line and a non-zero exit for an error that is the
-user's to fix (a bad key, a missing file; a bug keeps its traceback), and SIGTERM handled like Ctrl-C (so an
-MLflow run killed by `dvc queue kill` or a scheduler is closed as KILLED)."""
+user's to fix (a bad key, a missing file; a bug keeps its traceback), SIGTERM handled like Ctrl-C (so an
+MLflow run killed by `dvc queue kill` or a scheduler is closed as KILLED), and, when a `dvc exp run` in the
+workspace fails, a last line saying how to get the workspace back."""
 from __future__ import annotations
 
 import argparse
+import atexit
+import contextlib
+import os
 import signal
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from pathlib import Path
 
 from pipeline.config import ConfigError, Params, load_params
 from pipeline.errors import UserError
+from pipeline.repo import repo_root
+
+# What a failed workspace experiment leaves changed: params.yaml (its -S values), dvc.lock (stages that ran before),
+# and the outputs DVC removed before running the failed stage: git holds the cache: false ones (all under
+# reports/, tests/test_stage_deps.py checks), the DVC cache the others, which `dvc checkout` restores per dvc.lock
+RESTORE_PATHS = ("params.yaml", "dvc.lock", "reports")
+RESTORE_COMMAND = f"git checkout HEAD -- {' '.join(RESTORE_PATHS)} && dvc checkout"
 
 
 def interrupt_on_sigterm() -> None:
@@ -20,16 +32,38 @@ def interrupt_on_sigterm() -> None:
     signal.signal(signal.SIGTERM, interrupt)
 
 
+def in_workspace_experiment() -> bool:
+    """`dvc exp run` in the workspace: DVC names the experiment and runs the stage at the repository root. `--temp`
+    and queued runs work in a copy under .dvc/tmp/exps/ that DVC throws away, so they leave nothing to restore."""
+    return bool(os.environ.get("DVC_EXP_NAME")) and Path.cwd().resolve() == repo_root()
+
+
+@contextlib.contextmanager
+def restore_hint_on_failure() -> Iterator[None]:
+    """A failed workspace experiment ends with the command that restores the last commit's params and outputs. It
+    is printed at exit, after the error or traceback; under torchrun by rank 0 alone."""
+    try:
+        yield
+    except BaseException as error:
+        succeeded = isinstance(error, SystemExit) and error.code in (0, None)
+        if not succeeded and in_workspace_experiment() and os.environ.get("RANK", "0") == "0":
+            atexit.register(print, "The workspace holds this experiment's params.yaml, without the outputs DVC "
+                            f"removed before this stage ran; back to the last commit: {RESTORE_COMMAND}",
+                            file=sys.stderr)
+        raise
+
+
 def run_stage(description: str, stage: Callable[[Params], None]) -> None:
     parser = argparse.ArgumentParser(description=description)
     parser.add_argument("--params", default="params.yaml", help="parameters file (default: params.yaml)")
     args = parser.parse_args()
-    try:
-        params = load_params(args.params)
-    except ConfigError as error:
-        sys.exit(f"error in {args.params}: {error}")
-    interrupt_on_sigterm()
-    try:
-        stage(params)
-    except (UserError, FileNotFoundError) as error:
-        sys.exit(f"error: {error}")
+    with restore_hint_on_failure():
+        try:
+            params = load_params(args.params)
+        except ConfigError as error:
+            sys.exit(f"error in {args.params}: {error}")
+        interrupt_on_sigterm()
+        try:
+            stage(params)
+        except (UserError, FileNotFoundError) as error:
+            sys.exit(f"error: {error}")
