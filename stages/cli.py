@@ -47,9 +47,8 @@ def restore_hint_on_failure() -> Iterator[None]:
     except BaseException as error:
         succeeded = isinstance(error, SystemExit) and error.code in (0, None)
         if not succeeded and in_workspace_experiment() and os.environ.get("RANK", "0") == "0":
-            atexit.register(print, "The workspace holds this experiment's params.yaml, without the outputs DVC "
-                            f"removed before this stage ran; back to the last commit: {RESTORE_COMMAND}",
-                            file=sys.stderr)
+            atexit.register(print, "params.yaml keeps this experiment's values; to put it and the outputs back as in "
+                            f"the last commit: {RESTORE_COMMAND}", file=sys.stderr)
         raise
 
 
