@@ -30,6 +30,11 @@ def model_file(root: Path = Path(".")) -> Path:
     return root / MODELS / "model.pt"
 
 
+def weights_record(root: Path = Path(".")) -> Path:
+    """Which pretrained encoder weights the next training starts from (the weights stage's output)."""
+    return root / REPORTS / "weights" / "encoder.json"
+
+
 def eval_dir(root: Path = Path(".")) -> Path:
     return root / REPORTS / "eval"
 

@@ -170,6 +170,9 @@ def run_tags(dataset: str, model: str) -> dict[str, str]:
     tags = {"dataset": dataset, "model": model, "dvc.stage": os.environ.get("DVC_STAGE", "")}
     if exp_name:
         tags["dvc.exp_name"] = exp_name
+    sweep = sweep_of(exp_name)
+    if sweep:
+        tags["sweep"] = sweep
     baseline = os.environ.get("DVC_EXP_BASELINE_REV")
     if baseline:
         tags["dvc.baseline_rev"] = baseline
@@ -180,6 +183,14 @@ def run_tags(dataset: str, model: str) -> dict[str, str]:
                 if exp_name else "Made by `dvc repro` on the committed workspace (see the git.commit tag).")
     tags["mlflow.note.content"] = how_back
     return tags
+
+
+def sweep_of(exp_name: str | None) -> str | None:
+    """NAME for the experiments DVC names NAME-1, NAME-2, ... (`dvc exp run --queue -n NAME -S 'key=a,b'`): the
+    runs of one grid. DVC gives a run nothing else that ties it to the grid it was queued with (the random names
+    of an unnamed grid are unrelated, and the environment of `dvc exp run --queue` does not reach the workers)."""
+    member = re.fullmatch(r"(.+)-\d+", exp_name or "")
+    return member.group(1) if member else None
 
 
 def model_signature() -> ModelSignature:

@@ -1,25 +1,36 @@
 """What every stage script shares: the --params argument, time-stamped log lines (pipeline/logs.py), one line and
 a non-zero exit for an error that is the user's to fix (a bad key, a missing file; a bug keeps its traceback),
-SIGTERM handled like Ctrl-C (so an MLflow run killed by `dvc queue kill` or a scheduler is closed as KILLED), and
-a stage that ends with the DVC process that started it."""
+SIGTERM handled like Ctrl-C (so an MLflow run killed by `dvc queue kill` or a scheduler is closed as KILLED), a
+stage that ends with the DVC process that started it, and, when a `dvc exp run` in the workspace fails, a last
+line saying how to get the workspace back."""
 from __future__ import annotations
 
 import argparse
+import atexit
+import contextlib
 import logging
 import os
 import signal
 import sys
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from pathlib import Path
 
 import psutil
 
 from pipeline.config import ConfigError, Params, load_params
 from pipeline.errors import UserError
 from pipeline.logs import configure_logging
+from pipeline.repo import repo_root
 
 log = logging.getLogger("stages")
+
+# What a failed workspace experiment leaves changed: params.yaml (its -S values), dvc.lock (stages that ran before),
+# and the outputs DVC removed before running the failed stage: git holds the cache: false ones (all under
+# reports/, tests/test_stage_deps.py checks), the DVC cache the others, which `dvc checkout` restores per dvc.lock
+RESTORE_PATHS = ("params.yaml", "dvc.lock", "reports")
+RESTORE_COMMAND = f"git checkout HEAD -- {' '.join(RESTORE_PATHS)} && dvc checkout"
 
 
 def interrupt_on_sigterm() -> None:
@@ -71,18 +82,39 @@ def log_written(what: str, run_id: str | None) -> None:
     log.info(f"wrote {what}; " + (f"attached to MLflow run {run_id}" if run_id else "attached to no MLflow run"))
 
 
+def in_workspace_experiment() -> bool:
+    """`dvc exp run` in the workspace: DVC names the experiment and runs the stage at the repository root. `--temp`
+    and queued runs work in a copy under .dvc/tmp/exps/ that DVC throws away, so they leave nothing to restore."""
+    return bool(os.environ.get("DVC_EXP_NAME")) and Path.cwd().resolve() == repo_root()
+
+
+@contextlib.contextmanager
+def restore_hint_on_failure() -> Iterator[None]:
+    """A failed workspace experiment ends with the command that restores the last commit's params and outputs. It
+    is printed at exit, after the error or traceback; under torchrun by rank 0 alone."""
+    try:
+        yield
+    except BaseException as error:
+        succeeded = isinstance(error, SystemExit) and error.code in (0, None)
+        if not succeeded and in_workspace_experiment() and os.environ.get("RANK", "0") == "0":
+            atexit.register(print, "params.yaml keeps this experiment's values; to put it and the outputs back as in "
+                            f"the last commit: {RESTORE_COMMAND}", file=sys.stderr)
+        raise
+
+
 def run_stage(description: str, stage: Callable[[Params], None]) -> None:
     parser = argparse.ArgumentParser(description=description)
     parser.add_argument("--params", default="params.yaml", help="parameters file (default: params.yaml)")
     args = parser.parse_args()
     configure_logging()
-    try:
-        params = load_params(args.params)
-    except ConfigError as error:
-        sys.exit(f"error in {args.params}: {error}")
-    interrupt_on_sigterm()
-    stop_when_dvc_exits()
-    try:
-        stage(params)
-    except (UserError, FileNotFoundError) as error:
-        sys.exit(f"error: {error}")
+    with restore_hint_on_failure():
+        try:
+            params = load_params(args.params)
+        except ConfigError as error:
+            sys.exit(f"error in {args.params}: {error}")
+        interrupt_on_sigterm()
+        stop_when_dvc_exits()
+        try:
+            stage(params)
+        except (UserError, FileNotFoundError) as error:
+            sys.exit(f"error: {error}")

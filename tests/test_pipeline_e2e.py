@@ -5,6 +5,7 @@ from __future__ import annotations
 import difflib
 import hashlib
 import json
+import subprocess
 from pathlib import Path
 
 import mlflow
@@ -12,6 +13,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from stages.cli import RESTORE_COMMAND
 from tests.project_repo import clean_env, make_project, run
 
 pytestmark = pytest.mark.slow  # trains models and runs real MLflow stores
@@ -107,3 +109,55 @@ def test_experiments_land_in_the_root_store_named_after_the_experiment(project):
     for name in ["in-workspace", "temp-one"]:
         revision = experiments[name]["revs"][0]["data"]
         assert "miou" in revision["metrics"]["reports/eval/metrics.json"]["data"]
+
+
+def commit_workspace(root: Path, env: dict) -> dict[str, bytes]:
+    """Commit params, dvc.lock and outputs; returns the bytes of a cached and a git-held output to compare later."""
+    run(["git", "add", "-A"], root, env)
+    run(["git", "commit", "-q", "--allow-empty", "-m", "results"], root, env)
+    return {name: (root / name).read_bytes() for name in ["models/model.pt", "reports/train/metrics.json"]}
+
+
+def failing(command: list[str], root: Path, env: dict) -> list[str]:
+    result = subprocess.run(command, cwd=root, env=env, capture_output=True, text=True)
+    assert result.returncode != 0, result.stdout[-2000:]
+    return (result.stdout + result.stderr).splitlines()
+
+
+def test_imagenet_weights_missing_offline_fail_before_any_output_is_removed(project, tmp_path):
+    root, env = project
+    outputs = commit_workspace(root, env)
+    offline = {**{k: v for k, v in env.items() if not k.startswith("HF_")}, "HF_HOME": str(tmp_path / "hf"),
+               "HF_HUB_OFFLINE": "1"}
+    lines = failing(["dvc", "exp", "run", "-S", "model=resnet34_unet"], root, offline)
+    assert any("models.resnet34_unet.encoder_weights: imagenet needs" in line for line in lines)
+    assert {name: (root / name).read_bytes() for name in outputs} == outputs
+    run(["git", "checkout", "HEAD", "--", "params.yaml"], root, env)
+    assert "up to date" in run(["dvc", "status"], root, env).lower()
+
+
+def test_a_failed_workspace_experiment_ends_with_the_command_that_restores_it(project):
+    root, env = project
+    outputs = commit_workspace(root, env)
+    lines = failing(["dvc", "exp", "run", "-S", "train.init_from=missing.pt"], root, env)  # fails in train
+    stage_lines = [line for line in lines if line.strip() and not line.startswith("ERROR")]
+    assert stage_lines[-1].endswith(f"last commit: {RESTORE_COMMAND}")
+    assert not (root / "models/model.pt").exists() and not (root / "reports/train/metrics.json").exists()
+    run(["bash", "-c", RESTORE_COMMAND], root, env)
+    assert run(["git", "status", "--porcelain"], root, env) == ""
+    assert {name: (root / name).read_bytes() for name in outputs} == outputs
+    assert "up to date" in run(["dvc", "status"], root, env).lower()
+
+
+def test_a_named_grid_runs_through_the_queue_as_one_sweep_in_mlflow(project):
+    root, env = project
+    run(["dvc", "exp", "run", "--queue", "-n", "tiny", "-S", "train.epochs=1", "-S", "train.lr=0.01,0.02"], root, env)
+    run(["dvc", "exp", "run", "--run-all", "-j", "1"], root, env)
+    mlflow.set_tracking_uri(f"sqlite:///{root / 'mlflow.db'}")
+    experiment = mlflow.get_experiment_by_name("segmentation")
+    runs = mlflow.MlflowClient().search_runs([experiment.experiment_id], "tags.sweep = 'tiny'")
+    assert sorted((r.info.run_name, r.data.params["train.lr"], r.data.params["train.epochs"]) for r in runs) == [
+        ("tiny-1", "0.01", "1"), ("tiny-2", "0.02", "1")]
+    assert {r.info.status for r in runs} == {"FINISHED"}
+    shown = json.loads(run(["dvc", "exp", "show", "--json"], root, env))
+    assert {"tiny-1", "tiny-2"} <= {exp["name"] for baseline in shown for exp in (baseline.get("experiments") or [])}

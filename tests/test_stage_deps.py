@@ -11,6 +11,8 @@ from pathlib import Path
 import pytest
 import yaml
 
+from stages.cli import RESTORE_PATHS
+
 REPO_ROOT = Path(__file__).resolve().parents[1]
 PROJECT_PACKAGES = ("pipeline", "stages")
 STAGES = yaml.safe_load((REPO_ROOT / "dvc.yaml").read_text())["stages"]
@@ -57,3 +59,14 @@ def test_a_removed_dep_is_caught():
     loaded = project_files_loaded_by("stages.train")
     deps = [dep for dep in STAGES["train"]["deps"] if dep != "pipeline/training"]
     assert "pipeline/training/losses.py" in uncovered(loaded, deps)
+
+
+
+def test_the_restore_command_brings_back_every_output_git_holds():
+    """Outputs DVC does not cache (cache: false) come back from git alone, so the restore command printed after a
+    failed workspace experiment (stages/cli.py) must name the folders they are in."""
+    uncached = [path for stage in STAGES.values() for kind in ("outs", "metrics", "plots")
+                for entry in stage.get(kind, []) if isinstance(entry, dict)
+                for path, options in entry.items() if options and options.get("cache") is False]
+    assert "reports/train/metrics.json" in uncached
+    assert [path for path in uncached if Path(path).parts[0] not in RESTORE_PATHS] == []

@@ -83,3 +83,10 @@ def test_two_runs_logging_the_same_new_data_at_once_both_record_it(tmp_path: Pat
     assert client.get_run(run.info.run_id).info.status == "FINISHED"
     ((mine,), (theirs,)) = (client.get_run(r).inputs.dataset_inputs for r in (run.info.run_id, other_run))
     assert mine.dataset.digest == theirs.dataset.digest
+
+
+@pytest.mark.parametrize("exp_name, sweep", [("lr-1", "lr"), ("lr-12", "lr"), ("seed-sweep-2-3", "seed-sweep-2"),
+                                              ("bally-dace", None), ("lr", None), (None, None)])
+def test_the_sweep_is_the_name_dvc_numbers_a_grid_under(exp_name, sweep):
+    """`dvc exp run --queue -n NAME -S 'k=a,b'` names its runs NAME-1, NAME-2; DVC's random names have no number."""
+    assert tracking.sweep_of(exp_name) == sweep

@@ -15,15 +15,16 @@ from mlflow import MlflowClient
 
 from pipeline import tracking
 from pipeline.config import MlflowParams
+from stages.cli import RESTORE_COMMAND
 from tests.synthetic_data import tiny_training
 from tests.team_services import free_port
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 
 
-def run_stage(stage: str, cwd: Path, params: str) -> subprocess.CompletedProcess:
+def run_stage(stage: str, cwd: Path, params: str, **environment: str) -> subprocess.CompletedProcess:
     (cwd / "params.yaml").write_text(params)
-    env = {**without_mlflow_settings(os.environ), "PYTHONPATH": str(REPO_ROOT)}
+    env = {**without_mlflow_settings(os.environ), "PYTHONPATH": str(REPO_ROOT), **environment}
     return subprocess.run([sys.executable, "-m", f"stages.{stage}"], cwd=cwd, env=env, capture_output=True,
                           text=True, timeout=120)
 
@@ -98,3 +99,16 @@ def test_params_that_cannot_fit_the_data_are_one_line_before_any_run(tmp_path: P
     assert result.returncode != 0
     assert result.stderr.strip().splitlines() == [message]
     assert not (tmp_path / "mlflow.db").exists()  # no store opened, so no run left FAILED
+
+
+@pytest.mark.slow  # starts fresh interpreters
+def test_a_failed_workspace_experiment_ends_with_the_restore_command_and_a_copy_does_not(tmp_path: Path):
+    """DVC sets DVC_EXP_NAME in every experiment; a workspace one runs at DVC_ROOT, --temp and queued ones in a
+    copy DVC deletes."""
+    params = "train:\n  lr: fast\n"
+    workspace = run_stage("weights", tmp_path, params, DVC_EXP_NAME="lr-1", DVC_ROOT=str(tmp_path))
+    copy = run_stage("weights", tmp_path, params, DVC_EXP_NAME="lr-1", DVC_ROOT=str(tmp_path / "elsewhere"))
+    error = "error in params.yaml: train.lr: expected a float > 0 or auto, got 'fast'"
+    assert copy.returncode == 1 and copy.stderr.strip().splitlines() == [error]
+    assert workspace.returncode == 1 and workspace.stderr.strip().splitlines()[0] == error
+    assert workspace.stderr.strip().splitlines()[-1].endswith(f"last commit: {RESTORE_COMMAND}")

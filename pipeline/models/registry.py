@@ -5,7 +5,7 @@ from collections.abc import Callable, Sequence
 
 from torch import nn
 
-from pipeline.models.architectures.encoder_decoder import EncoderDecoder, resnet34_unet
+from pipeline.models.architectures.encoder_decoder import RESNET34_UNET_ENCODER, EncoderDecoder, resnet34_unet
 from pipeline.models.architectures.multiscale_unet import MultiScaleUNet
 from pipeline.models.architectures.unet import UNet
 from pipeline.models.segmenter import SegmentationModel
@@ -31,6 +31,11 @@ def build_network(name: str, num_classes: int, model_params: dict) -> nn.Module:
     network = BUILDERS[name](num_classes=num_classes, **params)
     load_encoder_weights(network, weights, key=f"models.{name}.encoder_weights")
     return network
+
+
+def encoder_of(name: str, model_params: dict) -> str:
+    """The smp encoder that model `name` (one with `encoder_weights`) builds, named without building it."""
+    return RESNET34_UNET_ENCODER if name == "resnet34_unet" else model_params["encoder"]
 
 
 def rebuild_params(name: str, model_params: dict) -> dict:

@@ -34,11 +34,17 @@ class EncoderWeightsError(UserError, ValueError):
 
 def load_encoder_weights(network: EncoderDecoder, weights: str, key: str) -> None:
     """Fill the encoder of `network` as `weights` says; `key` (models.<name>.encoder_weights) names it in errors."""
-    if weights == "none":
+    if weights == "none":  # also every model without a pretrained encoder
         return
-    path = fetch_imagenet(network.encoder_name, key) if weights == "imagenet" else Path(weights)
+    path = encoder_weights_file(network.encoder_name, weights, key)
     load_strict(network.encoder, read_state_dict(path, key), f"{key}: {path} does not fit encoder "
                                                              f"{network.encoder_name}")
+
+
+def encoder_weights_file(encoder: str, weights: str, key: str) -> Path:
+    """The file `weights` (imagenet or a path) names for `encoder`; imagenet comes from the Hugging Face cache,
+    downloaded there first if missing."""
+    return fetch_imagenet(encoder, key) if weights == "imagenet" else Path(weights)
 
 
 def fetch_imagenet(encoder: str, key: str) -> Path:

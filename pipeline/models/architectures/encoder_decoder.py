@@ -14,6 +14,7 @@ import torch.nn.functional as F
 from torch import nn
 
 UNET_DECODER_CHANNELS = (256, 128, 64, 32, 16)  # smp's default, one per encoder stage, deepest first
+RESNET34_UNET_ENCODER = "resnet34"
 
 
 class EncoderDecoder(nn.Module):
@@ -66,4 +67,4 @@ def resnet34_unet(num_classes: int, decoder_channels: Sequence[int] = UNET_DECOD
     """params.yaml's `resnet34_unet`: smp's Unet('resnet34'), a U-Net decoder over torchvision's ResNet-34."""
     if len(decoder_channels) != 5:
         raise ValueError(f"decoder_channels: expected 5 values (strides 16, 8, 4, 2, 1), got {list(decoder_channels)}")
-    return EncoderDecoder(num_classes, encoder="resnet34", decoder="Unet", decoder_channels=decoder_channels)
+    return EncoderDecoder(num_classes, encoder=RESNET34_UNET_ENCODER, decoder="Unet", decoder_channels=decoder_channels)
