@@ -321,6 +321,7 @@ class PlotParams(_Block):
 class MlflowParams(_Block):
     tracking_uri: Str = "sqlite:///mlflow.db"
     experiment: Str = "segmentation"
+    log_onnx: Bool = True  # the logged model also as an ONNX graph: 10-20 s of export and check per training
 
 
 class Params(_Block):

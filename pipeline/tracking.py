@@ -295,14 +295,16 @@ def log_missing_epochs(run_id: str, history: list[dict]) -> None:
             log_epoch(row)
 
 
-def log_model(checkpoint: Path) -> ModelInfo:
+def log_model(checkpoint: Path, with_onnx: bool = True) -> ModelInfo:
     """Log the checkpoint as a "models from code" pyfunc: the weights as safetensors, the network rebuilt from
     the project's code, so neither MLflow nor the project unpickles anything to load it (a pickle runs code); and
-    beside them the same model as an ONNX graph, for onnxruntime and other runtimes."""
+    beside them, `with_onnx`, the same model as an ONNX graph, for onnxruntime and other runtimes."""
     with tempfile.TemporaryDirectory() as tmp:
         payload = read_checkpoint(checkpoint)
         weights = write_portable(payload, Path(tmp) / FILE_NAME)
-        artifacts = {ARTIFACT_KEY: str(weights), **onnx_artifact(model_from_payload(payload, checkpoint), Path(tmp))}
+        artifacts = {ARTIFACT_KEY: str(weights)}
+        if with_onnx:
+            artifacts.update(onnx_artifact(model_from_payload(payload, checkpoint), Path(tmp)))
         return mlflow.pyfunc.log_model(
             name="model", python_model=str(PYFUNC_CODE), artifacts=artifacts,
             code_paths=[str(PYFUNC_CODE.parents[1])], signature=model_signature(),
@@ -329,10 +331,10 @@ def model_requirements() -> list[str]:
 
 
 def log_and_promote_model(checkpoint: Path, name: str, measurement: Measurement, val_miou: float,
-                          metrics: dict[str, float], model_card: str) -> None:
+                          metrics: dict[str, float], model_card: str, with_onnx: bool = True) -> None:
     """Log the model (see log_model) with its `metrics` and its card, register it under `name` with the card as the
     version's description, and let the registry decide whether it is the new `champion` (model_registry.py)."""
-    model = log_model(checkpoint)
+    model = log_model(checkpoint, with_onnx)
     mlflow.log_metrics(metrics, model_id=model.model_id)
     store_card(model.model_id, model_card)
     register_and_promote(model.model_uri, name, measurement, val_miou, description=model_card)

@@ -22,6 +22,7 @@ TINY = {
     ("augment", "crop_size"): 32,
     ("augment", "crops_per_image"): 1,
     ("plot", "num_samples"): 2,
+    ("mlflow", "log_onnx"): False,  # tests/test_onnx.py and test_mlflow_model.py cover the export
 }
 
 

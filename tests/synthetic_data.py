@@ -24,4 +24,5 @@ def tiny_training(project: Path) -> dict:
     (project / "generated" / "processed").rename(project / "data" / "processed" / "synthetic")
     return {"data": {"image_size": 64}, "models": {"unet": {"base_channels": 4, "depth": 2}},
             "train": {"epochs": 2, "batch_size": 4}, "augment": {"crop_size": 0, "crops_per_image": 1},
-            "mlflow": {"tracking_uri": f"sqlite:///{project / 'mlflow.db'}", "experiment": "tests"}}
+            "mlflow": {"tracking_uri": f"sqlite:///{project / 'mlflow.db'}", "experiment": "tests",
+                       "log_onnx": False}}

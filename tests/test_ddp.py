@@ -38,7 +38,7 @@ from tests.synthetic_data import processed_synthetic
 REPO_ROOT = Path(__file__).resolve().parents[1]
 TINY = {"data": {"image_size": 64}, "models": {"unet": {"base_channels": 4, "depth": 2}},
         "train": {"epochs": 3, "batch_size": 2, "lr": 0.01, "precision": "fp32", "num_threads": 1},
-        "augment": {"crops_per_image": 1}, "mlflow": {"experiment": "tests"}}
+        "augment": {"crops_per_image": 1}, "mlflow": {"experiment": "tests", "log_onnx": False}}
 ONE_DRAW = {"augment": {"crops_per_image": 1}}  # each training image once per epoch: sampler indices are image ids
 # Loaded by every Python process started with this folder first on PYTHONPATH; records, per torchrun rank,
 # the files under the project opened for writing, the renames into it and the sqlite stores opened.

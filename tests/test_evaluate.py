@@ -12,6 +12,7 @@ from pipeline.data.interim import write_interim
 from pipeline.data.preprocess import preprocess
 from pipeline.data.sources import synthetic
 from pipeline.data.sources.voc import VOC_SUBDIR, read_custom_voc
+from pipeline.errors import UserError
 from pipeline.evaluation.evaluate import evaluate
 from pipeline.models.checkpoint import save_checkpoint
 from pipeline.models.registry import build_model
@@ -53,5 +54,6 @@ def test_a_test_split_is_scored_apart_from_val(tmp_path: Path):
     ({"train": [0, 1, 1], "val": [6, 7]}, r"'synth_00001' is listed twice in .*train.txt"),
 ])
 def test_an_image_in_two_lists_is_refused(tmp_path: Path, lists: dict, message: str):
-    with pytest.raises(ValueError, match=message):
+    """A UserError: the merge stage says it in one line."""
+    with pytest.raises(UserError, match=message):
         read_custom_voc(voc_with_lists(tmp_path / "voc", lists), None)

@@ -32,7 +32,8 @@ def stage_logs(tmp_path_factory) -> dict[str, bytes]:
     params = {"data": {"image_size": 64}, "models": {"unet": {"base_channels": 4, "depth": 2}},
               "train": {"epochs": 2, "batch_size": 4, "precision": "fp32", "num_threads": 1},
               "augment": {"crops_per_image": 1}, "plot": {"num_samples": 2},
-              "mlflow": {"experiment": "tests", "tracking_uri": f"sqlite:///{project / 'mlflow.db'}"}}
+              "mlflow": {"experiment": "tests", "tracking_uri": f"sqlite:///{project / 'mlflow.db'}",
+                         "log_onnx": False}}
     (project / "params.yaml").write_text(yaml.safe_dump(params))
     env = {name: value for name, value in os.environ.items() if not name.startswith(("MLFLOW_", "DVC_"))}
     env.update(PYTHONPATH=str(REPO_ROOT), OMP_NUM_THREADS="1")

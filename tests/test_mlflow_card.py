@@ -33,7 +33,8 @@ def store(tmp_path_factory) -> dict:
     uri = f"sqlite:///{root / 'mlflow.db'}"
     params = parse(Params, {"data": {"image_size": 64}, "models": {"unet": {"base_channels": 4, "depth": 2}},
                             "train": {"epochs": 1, "batch_size": 4}, "augment": {"crop_size": 0, "crops_per_image": 1},
-                            "evaluate": {"batch_size": 4}, "mlflow": {"tracking_uri": uri, "experiment": "cards"}}, "")
+                            "evaluate": {"batch_size": 4},
+                            "mlflow": {"tracking_uri": uri, "experiment": "cards", "log_onnx": False}}, "")
     with pytest.MonkeyPatch.context() as patch:
         patch.chdir(root)
         patch.setenv("MLFLOW_SYSTEM_METRICS_SAMPLING_INTERVAL", "0.1")  # a one-epoch run lasts seconds

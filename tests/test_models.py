@@ -156,7 +156,7 @@ def test_resnet_refuses_wrong_shapes_naming_the_file(tmp_path):
 
 def test_unreadable_or_missing_weight_files_name_the_key(tmp_path):
     (tmp_path / "junk.safetensors").write_bytes(b"not a safetensors file")
-    with pytest.raises(ValueError, match="models.resnet34_unet.encoder_weights: .*junk.safetensors is not a readable"):
+    with pytest.raises(ValueError, match="models.resnet34_unet.encoder_weights: .*junk.safetensors is damaged"):
         resnet34_with(tmp_path / "junk.safetensors")
     with pytest.raises(ValueError, match="models.resnet34_unet.encoder_weights: .*nowhere.pth is not a file"):
         resnet34_with(tmp_path / "nowhere.pth")

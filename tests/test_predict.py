@@ -93,7 +93,7 @@ def test_registered_mlflow_model_gives_the_same_masks_as_the_checkpoint(trained,
 
 
 def test_unknown_model_source_is_a_clear_error(tmp_path):
-    with pytest.raises(SystemExit, match="nope.pt.*neither a checkpoint file"):
+    with pytest.raises(SystemExit, match="nope.pt: no such file; neither a checkpoint or ONNX file"):
         predict.main([str(tmp_path / "image.png"), "--model", str(tmp_path / "nope.pt"), "--out", str(tmp_path)])
 
 

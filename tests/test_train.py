@@ -42,7 +42,7 @@ TINY = {"data": {"image_size": 64}, "models": {"unet": {"base_channels": 4, "dep
 def tiny_params(tmp_path: Path, **train_overrides) -> Params:
     raw = json.loads(json.dumps(TINY))
     raw["train"].update(train_overrides)
-    raw["mlflow"] = {"tracking_uri": f"sqlite:///{tmp_path / 'mlflow.db'}", "experiment": "tests"}
+    raw["mlflow"] = {"tracking_uri": f"sqlite:///{tmp_path / 'mlflow.db'}", "experiment": "tests", "log_onnx": False}
     return parse(Params, raw, "")
 
 

@@ -402,7 +402,8 @@ def finish(params: Params, outputs: TrainOutputs, state: TrainState, trainer: Tr
                                     {"train": trainer.data.num_train, "val": trainer.data.num_val},
                                     resolved_settings(trainer), best, seconds, state.epoch, resumed_after)
     best_metrics = {key if key.startswith("best") else f"best_{key}": value for key, value in best.items()}
-    tracking.log_and_promote_model(outputs.model, name, measured_on, best["val_miou"], best_metrics, model_card)
+    tracking.log_and_promote_model(outputs.model, name, measured_on, best["val_miou"], best_metrics, model_card,
+                                   params.mlflow.log_onnx)
     state.completed = True
     run_id, state.run_id = state.run_id, None  # only an unfinished state needs its run: identical runs, equal bytes
     state.save(outputs.state)

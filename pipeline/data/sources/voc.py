@@ -35,6 +35,10 @@ class ClassNamesError(UserError, ValueError):
     """A classes.txt that cannot say which name each mask value has."""
 
 
+class SplitListError(UserError, ValueError):
+    """Split lists that put one image in two splits, or twice in one."""
+
+
 def decode_index_mask(sample: RawSample) -> np.ndarray:
     """A palette or greyscale PNG whose pixel values are class indices."""
     image = open_image(sample.mask_path)
@@ -105,7 +109,7 @@ def check_each_id_once(samples: list[RawSample], lists_dir: Path, split_files: d
         if sample.id in seen:
             first, second = lists_dir / split_files[seen[sample.id]], lists_dir / split_files[sample.split]
             where = f"twice in {first}" if first == second else f"in both {first} and {second}"
-            raise ValueError(f"sample id {sample.id!r} is listed {where}; every image belongs to one split, once")
+            raise SplitListError(f"sample id {sample.id!r} is listed {where}; every image belongs to one split, once")
         seen[sample.id] = sample.split
 
 
