@@ -242,8 +242,9 @@ def log_run_params(flat_params: dict, resolved: dict) -> None:
     mlflow.log_params({name: redact(value) for name, value in {**flat_params, **resolved}.items()})
 
 
-def log_dataset(processed_dir: Path, name: str, source: str) -> None:
-    """The processed arrays as the run's training input: name, where they came from, and a digest of their bytes."""
+def log_dataset(name: str, source: str, digest: str) -> None:
+    """The processed arrays as the run's training input: name, where they came from, and the digest of their bytes
+    (data_digest)."""
     from mlflow.data.dataset_source_registry import resolve_dataset_source
     from mlflow.data.meta_dataset import MetaDataset
 
@@ -251,7 +252,7 @@ def log_dataset(processed_dir: Path, name: str, source: str) -> None:
     with warnings.catch_warnings():  # a file URI matches two of MLflow's equivalent local source types
         warnings.simplefilter("ignore", UserWarning)
         source_object = resolve_dataset_source(location)
-    dataset = MetaDataset(source_object, name=name, digest=data_digest(processed_dir))
+    dataset = MetaDataset(source_object, name=name, digest=digest)
     try:
         mlflow.log_input(dataset, context="training")
     except mlflow.exceptions.MlflowException as error:

@@ -39,7 +39,7 @@ def test_params_and_dataset_input_read_back_through_the_client(tmp_path: Path):
     params = parse(Params, {"data": {"dataset": "voc2012", "voc2012": {"urls": ["https://u:p@h/x.tar"]}}}, "")
     with mlflow.start_run() as run:
         tracking.log_run_params(flatten(active(params)), {"precision": "fp32", "num_threads": 2})
-        tracking.log_dataset(processed, "voc2012", "https://u:p@h/x.tar")
+        tracking.log_dataset("voc2012", "https://u:p@h/x.tar", tracking.data_digest(processed))
     logged = mlflow.MlflowClient().get_run(run.info.run_id)
     assert logged.data.params["data.voc2012.urls"] == "['https://***@h/x.tar']"
     assert logged.data.params["precision"] == "fp32" and "models.smp.encoder" not in logged.data.params
@@ -75,7 +75,7 @@ def test_two_runs_logging_the_same_new_data_at_once_both_record_it(tmp_path: Pat
     event.listen(Session, "before_flush", other_worker_logs_the_data_first)
     try:
         with mlflow.start_run(experiment_id=experiment) as run:
-            tracking.log_dataset(processed, "synthetic", str(processed))
+            tracking.log_dataset("synthetic", str(processed), tracking.data_digest(processed))
     finally:
         event.remove(Session, "before_flush", other_worker_logs_the_data_first)
     assert raced

@@ -198,19 +198,20 @@ def train(params: Params, processed_dir: Path, outputs: TrainOutputs, time_budge
         flat_params = flatten(active(params))
         identity = fingerprint(without_launch_params(flat_params), manifest)
         state = distributed.from_main(resume_or_start(outputs.state, identity) if main else None)
+        digest = tracking.data_digest(processed_dir) if main else None  # reads every array: once, for run and card
         if state.epoch:
             trainer.restore(state)
         try:
             with tracking.training_run(experiment_id, state.run_id, params) if main else nullcontext() as run:
                 if main and state.run_id is None:
                     state.run_id = run.info.run_id
-                    log_run(params, flat_params, trainer, processed_dir)
+                    log_run(params, flat_params, trainer, processed_dir, digest)
                 if main:
                     tracking.log_missing_epochs(run.info.run_id, state.history)
                 resumed_after, started = state.epoch, time.perf_counter()
                 run_epochs(params, outputs, state, trainer, time_budget)
                 if main:
-                    finish(params, outputs, state, trainer, processed_dir, manifest,
+                    finish(params, outputs, state, trainer, processed_dir, manifest, digest,
                            time.perf_counter() - started, resumed_after)
         except TrainingDiverged:
             # every process stops at the same epoch; the first to exit makes torchrun SIGTERM the rest, which
@@ -340,12 +341,12 @@ def epoch_seed(seed: int, epoch: int, rank: int) -> int:
     return seed + epoch + RANK_SEED_STRIDE * rank
 
 
-def log_run(params: Params, flat_params: dict, trainer: Trainer, processed_dir: Path) -> None:
+def log_run(params: Params, flat_params: dict, trainer: Trainer, processed_dir: Path, data_digest: str) -> None:
     """What makes this run what it is: the active params, the values resolved on this machine, the data."""
     tracking.log_run_params(flat_params, {
         "model.num_parameters": count_parameters(trainer.model), "data.num_train": trainer.data.num_train,
         "data.num_val": trainer.data.num_val, **resolved_settings(trainer)})
-    tracking.log_dataset(processed_dir, params.data.dataset, params.data.root or str(processed_dir))
+    tracking.log_dataset(params.data.dataset, params.data.root or str(processed_dir), data_digest)
 
 
 def resolved_settings(trainer: Trainer) -> dict:
@@ -379,7 +380,7 @@ def resume_or_start(path: Path, identity: str) -> TrainState:
 
 
 def finish(params: Params, outputs: TrainOutputs, state: TrainState, trainer: Trainer, processed_dir: Path,
-           manifest: dict, seconds: float, resumed_after: int) -> None:
+           manifest: dict, data_digest: str, seconds: float, resumed_after: int) -> None:
     """Write the best checkpoint and the reports, log them and the model with its card to MLflow, mark the state
     completed. `seconds` is the time the epochs after `resumed_after` took in this process."""
     best = state.best
@@ -398,7 +399,7 @@ def finish(params: Params, outputs: TrainOutputs, state: TrainState, trainer: Tr
     mlflow.log_artifact(str(outputs.resolved), "reports/train")
     measured_on = Measurement.of(params.data.dataset, trainer.class_names, processed_dir, params.data.subset.val)
     name = model_name(params, trainer.class_names)
-    model_card = card.training_card(name, params, manifest, tracking.data_digest(processed_dir), trainer.data.partial,
+    model_card = card.training_card(name, params, manifest, data_digest, trainer.data.partial,
                                     {"train": trainer.data.num_train, "val": trainer.data.num_val},
                                     resolved_settings(trainer), best, seconds, state.epoch, resumed_after)
     best_metrics = {key if key.startswith("best") else f"best_{key}": value for key, value in best.items()}
