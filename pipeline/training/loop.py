@@ -215,6 +215,8 @@ def train(params: Params, processed_dir: Path, outputs: TrainOutputs, time_budge
                         log_run(params, flat_params, trainer, processed_dir)
                     if main:
                         tracking.log_missing_epochs(run.info.run_id, state.history)
+                        write_resolved(params, outputs, trainer)
+                        tracking.probe_artifact_store(outputs.resolved, "reports/train")  # before any epoch
                     resumed_after, started = state.epoch, time.perf_counter()
                     run_epochs(params, outputs, state, trainer, time_budget)
                 if main:
@@ -358,6 +360,12 @@ def log_run(params: Params, flat_params: dict, trainer: Trainer, processed_dir: 
     tracking.log_dataset(processed_dir, params.data.dataset, params.data.root or str(processed_dir))
 
 
+def write_resolved(params: Params, outputs: TrainOutputs, trainer: Trainer) -> None:
+    """The recipe and settings resolved here (resolved.json): at every start, where it is logged as the artifact
+    store's probe, and at the end (the thread share may have changed the threads since)."""
+    reports.write_metrics({**params.recipe(), **resolved_settings(trainer)}, outputs.resolved)
+
+
 def resolved_settings(trainer: Trainer) -> dict:
     """What `auto` params, the machine and the launch decided, which changes the numbers (bf16 or fp32 alone
     moves mIoU; the process count sets the global batch)."""
@@ -401,8 +409,8 @@ def finish(params: Params, outputs: TrainOutputs, state: TrainState, trainer: Tr
     tracking.tag_model_file(outputs.model)  # how evaluate and plot find this run: no run id in DVC's outputs
     reports.write_history(state.history, outputs.history)
     reports.write_metrics(best, outputs.metrics)
-    reports.write_metrics({**params.recipe(), **resolved_settings(trainer)}, outputs.resolved)
     reports.save_progress(trainer.data.progress_images, state.snapshots, outputs.progress)
+    write_resolved(params, outputs, trainer)
     mlflow.log_artifact(str(outputs.history), "reports/train")
     mlflow.log_artifact(str(outputs.metrics), "reports/train")
     mlflow.log_artifact(str(outputs.resolved), "reports/train")
