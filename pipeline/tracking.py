@@ -60,10 +60,17 @@ logging.getLogger("mlflow.system_metrics").setLevel(logging.WARNING)
 # Seconds to connect to a tracking server, and for it to answer, in the one probe made before any work: MLflow's
 # own calls retry an unreachable server for minutes in silence (274 s with its defaults) before failing.
 PROBE_TIMEOUT = (10, 20)
+# MLflow's REST retries during the artifact store's probe: a proxied store that fails answers HTTP 500, which MLflow
+# retries for minutes by default (urllib3's backoff, 0 then 2 s here)
+PROBE_RETRIES = {"MLFLOW_HTTP_REQUEST_MAX_RETRIES": "2", "MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR": "1"}
 
 
 class TrackingStoreError(UserError):
     """The configured MLflow store cannot be opened or written (a read-only file, no server there)."""
+
+
+class ArtifactStoreError(UserError):
+    """The run's artifact store does not take files (no such bucket, credentials it refuses, a broken proxy)."""
 
 
 def resolve_tracking_uri(configured: str) -> str:
@@ -203,10 +210,11 @@ def model_signature() -> ModelSignature:
 def training_run(experiment_id: str, run_id: str | None, params) -> Iterator[mlflow.ActiveRun]:
     """A new run named and tagged after the DVC experiment, or the interrupted run `run_id` to continue.
 
-    It ends FINISHED, FAILED on an error, or KILLED on Ctrl-C and SIGTERM (what `dvc queue kill` and
-    schedulers send; stages/cli.py turns it into KeyboardInterrupt), never left RUNNING. MLflow samples CPU, memory,
-    disk, network (and NVIDIA GPUs, with nvidia-ml-py) into `system/*` metrics from a thread that ending the run stops:
-    every MLFLOW_SYSTEM_METRICS_SAMPLING_INTERVAL seconds, 10 by default, under 10 ms of CPU each."""
+    It ends FINISHED, FAILED on an error, or KILLED on Ctrl-C and SIGTERM (what `dvc queue kill` and schedulers
+    send; stages/cli.py turns it into KeyboardInterrupt, which training/graceful_stop.py defers to a batch boundary),
+    never left RUNNING. MLflow samples CPU, memory, disk, network (and NVIDIA GPUs, with nvidia-ml-py) into
+    `system/*` metrics from a thread that ending the run stops: every MLFLOW_SYSTEM_METRICS_SAMPLING_INTERVAL
+    seconds, 10 by default, under 10 ms of CPU each."""
     if run_id is not None:
         run = mlflow.start_run(run_id=run_id, log_system_metrics=True)
     else:
@@ -234,6 +242,41 @@ def redact(value):
     if not isinstance(value, str):
         return value
     return CREDENTIALS.sub(lambda m: "***@" if m.group(0).endswith("@") else f"{m.group(1)}=***", value)
+
+
+def probe_artifact_store(path: Path, artifact_dir: str) -> None:
+    """Log `path` to the active run before any training: the end of the run logs the model and reports to the same
+    store, so one that does not take files is one line naming its URI and what failed, rather than a traceback after
+    the whole training. Any exception counts: the stores' clients (boto3, MLflow's REST, the file system, ...) share
+    no base class. The user's own MLFLOW_HTTP_REQUEST_* settings win over PROBE_RETRIES."""
+    saved = {name: os.environ.get(name) for name in PROBE_RETRIES}
+    os.environ.update({name: value for name, value in PROBE_RETRIES.items() if saved[name] is None})
+    try:
+        mlflow.log_artifact(str(path), artifact_dir)
+    except Exception as error:
+        raise ArtifactStoreError(
+            f"the artifact store {redact(mlflow.get_artifact_uri())} of MLflow run {mlflow.active_run().info.run_id} "
+            f"did not take {Path(path).name} ({artifact_failure(error)}); the end of the training logs the model "
+            "there: fix the store or its credentials, or set mlflow.experiment to an experiment whose store works"
+        ) from error
+    finally:
+        for name, value in saved.items():
+            if value is None:
+                os.environ.pop(name, None)
+
+
+def artifact_failure(error: Exception) -> str:
+    """What failed, without the temporary paths and URLs around it: S3's error code and message, the HTTP status a
+    tracking server that proxies the store answered, or the first words of anything else."""
+    text = " ".join(str(error).split())
+    s3 = re.search(r"An error occurred \(\w+\) when calling the \w+ operation: .*", text)
+    if s3:
+        return s3.group(0)
+    proxied = re.search(r"too many (\d+) error responses", text)
+    if proxied:
+        return (f"the MLflow server {redact(mlflow.get_tracking_uri())} answered HTTP {proxied.group(1)}: its log says "
+                "why its --artifacts-destination failed")
+    return text[:200] or type(error).__name__
 
 
 def log_run_params(flat_params: dict, resolved: dict) -> None:

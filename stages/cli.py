@@ -34,7 +34,8 @@ RESTORE_COMMAND = f"git checkout HEAD -- {' '.join(RESTORE_PATHS)} && dvc checko
 
 
 def interrupt_on_sigterm() -> None:
-    """Raise KeyboardInterrupt on SIGTERM, so `finally` blocks and context managers run as on Ctrl-C."""
+    """Raise KeyboardInterrupt on SIGTERM, so `finally` blocks and context managers run as on Ctrl-C. The training
+    loop defers it, and Ctrl-C, to its next batch boundary (pipeline/training/graceful_stop.py)."""
     def interrupt(signum, frame):
         raise KeyboardInterrupt(f"terminated by signal {signum}")
 

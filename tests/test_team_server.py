@@ -19,7 +19,7 @@ from pipeline import predict
 from pipeline.model_registry import CHAMPION, Measurement, register_and_promote
 from tests.project_repo import REPO_ROOT, clean_env, make_project, run
 from tests.synthetic_data import tiny_training
-from tests.team_services import ADMIN, ADMIN_PASSWORD, MlflowServer, Postgres, S3Server
+from tests.team_services import ADMIN, ADMIN_PASSWORD, S3_KEYS, MlflowServer, Postgres, S3Server
 
 pytestmark = pytest.mark.slow  # starts PostgreSQL, an S3 server and an MLflow server; trains two tiny models
 
@@ -169,6 +169,30 @@ def test_a_user_who_may_not_register_the_model_is_told_before_training(team, tmp
         patch.setenv("MLFLOW_TRACKING_PASSWORD", ADMIN_PASSWORD)
         assert admin.search_runs([admin.get_experiment_by_name("preflight").experiment_id]) == []
         assert admin.search_model_versions(f"name = '{name}'") == []
+
+
+def test_an_artifact_store_that_does_not_take_files_is_one_line_before_training(team, as_user, tmp_path):
+    """The experiment's artifacts go straight to a bucket that does not exist, with the user's own S3 keys (an
+    experiment made with an s3:// artifact location). Without the probe the training ran in full, then failed on
+    logging its reports with a traceback."""
+    server, s3 = team
+    experiment = as_user.create_experiment("artifact-probe", artifact_location="s3://no-such-bucket/runs")
+    params = tiny_training(tmp_path)
+    params["mlflow"]["experiment"] = "artifact-probe"
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump(params))
+    env = {**client_env(server), **S3_KEYS, "MLFLOW_S3_ENDPOINT_URL": s3.url, "PYTHONPATH": str(REPO_ROOT)}
+    result = subprocess.run([sys.executable, "-m", "stages.train"], cwd=tmp_path, env=env, capture_output=True,
+                            text=True, timeout=300)
+    (run,) = as_user.search_runs([experiment])
+    run_id = run.info.run_id
+    assert result.returncode == 1
+    assert result.stderr.strip() == (
+        f"error: the artifact store s3://no-such-bucket/runs/{run_id}/artifacts of MLflow run {run_id} did not take "
+        "resolved.json (An error occurred (NoSuchBucket) when calling the PutObject operation: The specified bucket "
+        "does not exist); the end of the training logs the model there: fix the store or its credentials, or set "
+        "mlflow.experiment to an experiment whose store works")
+    assert "epoch 1" not in result.stdout and not (tmp_path / "reports/train/history.csv").exists()
+    assert run.info.status == "FAILED"
 
 
 def test_predict_with_a_wrong_password_says_so_first(team, tmp_path, monkeypatch):

@@ -6,6 +6,7 @@ import dataclasses
 import json
 import logging
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -31,6 +32,7 @@ from pipeline.evaluation.evaluate import evaluate
 from pipeline.models.checkpoint import load_checkpoint
 from pipeline.paths import TrainOutputs
 from pipeline.training.loop import TrainingDiverged, train
+from pipeline.training.state import read_state
 
 pytestmark = pytest.mark.slow  # trains models and runs real MLflow stores
 
@@ -124,15 +126,17 @@ train(params, Path({processed!r}), TrainOutputs(**{{k: Path(v) for k, v in json.
 """
 
 
-def start_training_process(tmp_path: Path, processed: Path, params: Params) -> tuple[subprocess.Popen, TrainOutputs]:
-    """The training in a child process, returned once it has saved its first epoch."""
+def start_training_process(tmp_path: Path, processed: Path, params: Params,
+                           stderr=subprocess.DEVNULL) -> tuple[subprocess.Popen, TrainOutputs]:
+    """The training in a child process, returned once it has saved its first epoch (which it is logging to MLflow
+    then: a signal that interrupted that write would leave the sqlite store locked)."""
     outs = outputs(tmp_path)
     script = TRAIN_SCRIPT.format(repo=str(REPO_ROOT), params=json.dumps(as_dict(params)),
                                  processed=str(processed),
                                  outputs=json.dumps({k: str(v) for k, v in dataclasses.asdict(outs).items()}))
     env = {k: v for k, v in os.environ.items() if k != "MLFLOW_TRACKING_URI"}  # mlflow sets it in this process
-    process = subprocess.Popen([sys.executable, "-c", script], env=env, stdout=subprocess.DEVNULL,
-                               stderr=subprocess.DEVNULL)
+    process = subprocess.Popen([sys.executable, "-c", script], env=env, stdout=subprocess.DEVNULL, stderr=stderr,
+                               text=True)
     deadline = time.time() + 120
     while not outs.state.exists() and time.time() < deadline and process.poll() is None:
         time.sleep(0.05)
@@ -175,15 +179,23 @@ def test_temporaries_a_killed_training_left_are_removed_by_the_next(synthetic_da
     assert "removed 3 temporary files a killed training left" in caplog.text
 
 
-def test_sigterm_closes_the_mlflow_run_as_killed(synthetic_data, tmp_path):
+def test_sigterm_stops_at_a_batch_boundary_with_the_run_killed(synthetic_data, tmp_path):
+    """Ctrl-C takes the same path (tests/test_graceful_stop.py)."""
     _, processed = synthetic_data
-    process, outs = start_training_process(tmp_path, processed, tiny_params(tmp_path, epochs=12))
+    process, outs = start_training_process(tmp_path, processed, tiny_params(tmp_path, epochs=12),
+                                           stderr=subprocess.PIPE)
     process.send_signal(signal.SIGTERM)
-    assert process.wait(timeout=60) != 0
-    saved = torch.load(outs.state, weights_only=False)
-    assert not saved["completed"], "training finished before it could be terminated"
+    _, stderr = process.communicate(timeout=60)
+    assert process.returncode != 0
+    assert re.search(r"^stopping (before epoch|at a batch boundary of epoch|while validating epoch) \d+ \(SIGTERM\); "
+                     "the next run resumes after the last finished epoch$", stderr, re.MULTILINE), stderr
+    last_line = stderr.rstrip().splitlines()[-1]  # the stop itself, not an error in a write it cut
+    assert re.fullmatch(r"KeyboardInterrupt: stopped .* \(SIGTERM\)", last_line), stderr
+    saved = read_state(outs.state)  # as the next run reads it
+    assert saved is not None and not saved.completed, "training finished before it could be terminated"
+    assert saved.run_id and saved.epoch == len(saved.history) >= 1
     mlflow.set_tracking_uri(f"sqlite:///{tmp_path / 'mlflow.db'}")
-    assert mlflow.MlflowClient().get_run(saved["run_id"]).info.status == "KILLED"
+    assert mlflow.MlflowClient().get_run(saved.run_id).info.status == "KILLED"
 
 
 def write_single_class_root(root: Path, synthetic_raw: Path) -> None:

@@ -2,7 +2,8 @@
 
 Everything comes from params.yaml: architecture, loss, optimizer, schedule, precision, augmentation.
 The training state is saved after every epoch, so a killed run continues where it stopped, in the
-same MLflow run (see state.py). Under torchrun the same loop runs in every process, data-parallel
+same MLflow run (see state.py); Ctrl-C and SIGTERM stop it at a batch boundary, never in the middle of a write
+(graceful_stop.py). Under torchrun the same loop runs in every process, data-parallel
 (see distributed.py). A loss or val score that is not finite stops the training with a FAILED run (check_finite):
 a diverged model must reach neither the reports nor the registry.
 """
@@ -36,6 +37,7 @@ from pipeline.models.segmenter import SegmentationModel
 from pipeline.paths import TrainOutputs
 from pipeline.training import distributed, reports
 from pipeline.training.device import autocast, memory_format, pick_device, pick_precision
+from pipeline.training.graceful_stop import GracefulStop
 from pipeline.training.optim import Schedule
 from pipeline.training.setup import (
     TrainData,
@@ -78,6 +80,7 @@ class Trainer:
     class_names: list[str]
     image_size: int
     thread_share: ThreadShare | None = None  # train.num_threads: auto, followed at every batch
+    stop: GracefulStop = dataclasses.field(default_factory=GracefulStop)  # Ctrl-C and SIGTERM, at batch boundaries
 
 
     def run_epoch(self, epoch: int) -> tuple[dict, float]:
@@ -97,6 +100,7 @@ class Trainer:
         check_finite(epoch, {"train_loss": train_loss}, recipe)  # before validating weights that are lost
         distributed.copy_buffers_from_main(self.model)
         scores = self.validate()
+        self.stop.stop_point(f"while validating epoch {epoch}")  # before its partial scores are looked at
         row = {"epoch": epoch, "train_loss": train_loss, "val_loss": scores["loss"], "val_miou": scores["miou"],
                "val_pixel_accuracy": scores["pixel_accuracy"], "lr": lr}
         check_finite(epoch, row, recipe)
@@ -132,6 +136,7 @@ class Trainer:
             count += len(images)
             if not math.isfinite(total) and distributed.world_size() == 1:
                 break
+            self.stop.stop_point(f"at a batch boundary of {description}")
         total, count = distributed.sum_over_processes(torch.tensor([total, count], dtype=torch.float64)).tolist()
         return total / max(count, 1), int(count)
 
@@ -139,8 +144,9 @@ class Trainer:
         """Loss and scores on the val split, in the precision and layout the model trains in (bf16 on a CPU
         scores 3x faster than fp32); the evaluate stage scores the chosen checkpoint in fp32."""
         with autocast(self.device, self.precision):
-            return score_loader(self.model, self.data.val_loader, self.device, len(self.class_names),
-                                self.data.partial, loss_fn=self.loss_fn, total=distributed.sum_over_processes,
+            return score_loader(self.model, self.stop.until_asked(self.data.val_loader), self.device,
+                                len(self.class_names), self.data.partial, loss_fn=self.loss_fn,
+                                total=distributed.sum_over_processes,
                                 memory_format=memory_format(self.device, self.precision))
 
     def snapshot(self) -> torch.Tensor:
@@ -202,14 +208,18 @@ def train(params: Params, processed_dir: Path, outputs: TrainOutputs, time_budge
         if state.epoch:
             trainer.restore(state)
         try:
-            with tracking.training_run(experiment_id, state.run_id, params) if main else nullcontext() as run:
-                if main and state.run_id is None:
-                    state.run_id = run.info.run_id
-                    log_run(params, flat_params, trainer, processed_dir, digest)
-                if main:
-                    tracking.log_missing_epochs(run.info.run_id, state.history)
-                resumed_after, started = state.epoch, time.perf_counter()
-                run_epochs(params, outputs, state, trainer, time_budget)
+            with trainer.stop.listening(), (tracking.training_run(experiment_id, state.run_id, params) if main
+                                             else nullcontext()) as run:
+                with trainer.stop.deferring():
+                    if main and state.run_id is None:
+                        state.run_id = run.info.run_id
+                        log_run(params, flat_params, trainer, processed_dir, digest)
+                    if main:
+                        tracking.log_missing_epochs(run.info.run_id, state.history)
+                        write_resolved(params, outputs, trainer)
+                        tracking.probe_artifact_store(outputs.resolved, "reports/train")  # before any epoch
+                    resumed_after, started = state.epoch, time.perf_counter()
+                    run_epochs(params, outputs, state, trainer, time_budget)
                 if main:
                     finish(params, outputs, state, trainer, processed_dir, manifest, digest,
                            time.perf_counter() - started, resumed_after)
@@ -248,10 +258,12 @@ def run_epochs(params: Params, outputs: TrainOutputs, state: TrainState, trainer
                time_budget: float | None = None) -> None:
     """The remaining epochs. Every process keeps the same bookkeeping (the rows are the same everywhere),
     so all of them stop early together; rank 0 saves the state and logs the epoch. Once `time_budget`
-    seconds have passed since the first of these epochs started, no new one starts."""
+    seconds have passed since the first of these epochs started, no new one starts. Ctrl-C and SIGTERM stop them at
+    the trainer's stop points: before each epoch, at each batch boundary, after validation."""
     recipe = params.train
     started, first = time.perf_counter(), state.epoch + 1
     for epoch in range(first, recipe.epochs + 1):
+        trainer.stop.stop_point(f"before epoch {epoch}")
         if state.epochs_without_improvement >= recipe.early_stopping_patience > 0:
             if distributed.is_main():
                 log.info(f"early stopping: val mIoU has not improved for {recipe.early_stopping_patience} epochs")
@@ -349,6 +361,12 @@ def log_run(params: Params, flat_params: dict, trainer: Trainer, processed_dir: 
     tracking.log_dataset(params.data.dataset, params.data.root or str(processed_dir), data_digest)
 
 
+def write_resolved(params: Params, outputs: TrainOutputs, trainer: Trainer) -> None:
+    """The recipe and settings resolved here (resolved.json): at every start, where it is logged as the artifact
+    store's probe, and at the end (the thread share may have changed the threads since)."""
+    reports.write_metrics({**params.recipe(), **resolved_settings(trainer)}, outputs.resolved)
+
+
 def resolved_settings(trainer: Trainer) -> dict:
     """What `auto` params, the machine and the launch decided, which changes the numbers (bf16 or fp32 alone
     moves mIoU; the process count sets the global batch)."""
@@ -392,8 +410,8 @@ def finish(params: Params, outputs: TrainOutputs, state: TrainState, trainer: Tr
     tracking.tag_model_file(outputs.model)  # how evaluate and plot find this run: no run id in DVC's outputs
     reports.write_history(state.history, outputs.history)
     reports.write_metrics(best, outputs.metrics)
-    reports.write_metrics({**params.recipe(), **resolved_settings(trainer)}, outputs.resolved)
     reports.save_progress(trainer.data.progress_images, state.snapshots, outputs.progress)
+    write_resolved(params, outputs, trainer)
     mlflow.log_artifact(str(outputs.history), "reports/train")
     mlflow.log_artifact(str(outputs.metrics), "reports/train")
     mlflow.log_artifact(str(outputs.resolved), "reports/train")
