@@ -1,8 +1,8 @@
 """What every stage script shares: the --params argument, time-stamped log lines (pipeline/logs.py), one line and
 a non-zero exit for an error that is the user's to fix (a bad key, a missing file; a bug keeps its traceback),
-SIGTERM handled like Ctrl-C (so an MLflow run killed by `dvc queue kill` or a scheduler is closed as KILLED), a
-stage that ends with the DVC process that started it, and, when a `dvc exp run` in the workspace fails, a last
-line saying how to get the workspace back."""
+SIGTERM handled like Ctrl-C (so an MLflow run killed by `dvc queue kill` or a scheduler is closed as KILLED) and
+ending in one line, a stage that ends with the DVC process that started it, and, when a `dvc exp run` in the
+workspace fails, a last line saying how to get the workspace back."""
 from __future__ import annotations
 
 import argparse
@@ -42,6 +42,7 @@ def interrupt_on_sigterm() -> None:
     signal.signal(signal.SIGTERM, interrupt)
 
 
+INTERRUPTED = 128 + signal.SIGINT  # the exit status of a command stopped by Ctrl-C, as shells report it
 WATCH_INTERVAL = 0.5  # seconds between two checks that the process which started this stage is still there
 
 
@@ -119,3 +120,7 @@ def run_stage(description: str, stage: Callable[[Params], None]) -> None:
             stage(params)
         except (UserError, FileNotFoundError) as error:
             sys.exit(f"error: {error}")
+        except KeyboardInterrupt as stop:  # Ctrl-C or SIGTERM: what stopped where is all the user needs
+            if os.environ.get("RANK", "0") == "0":  # torchrun's workers stop together: rank 0 speaks for them
+                print(f"stopped: {stop}" if str(stop) else "stopped by Ctrl-C", file=sys.stderr)
+            sys.exit(INTERRUPTED)

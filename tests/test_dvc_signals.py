@@ -90,3 +90,5 @@ def test_sigterm_to_dvc_ends_the_training_it_started(prepared, tmp_path, command
     assert client.search_registered_models() == []
     assert "stopping: process" in log.read_text()
     assert re.search(r"stopping .* \(SIGTERM\); the next run resumes after the last finished epoch", log.read_text())
+    assert re.search(r"^stopped: stopped .* \(SIGTERM\)$", log.read_text(), re.MULTILINE)  # one line, no traceback
+    assert "Traceback" not in log.read_text()

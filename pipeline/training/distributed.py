@@ -10,6 +10,7 @@ from __future__ import annotations
 import logging
 import os
 import shlex
+import signal
 import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -19,6 +20,7 @@ import torch
 import torch.distributed as dist
 from torch import nn
 from torch.distributed import run as torchrun
+from torch.distributed.elastic.multiprocessing.api import SignalException
 from torch.nn.parallel import DistributedDataParallel
 
 from pipeline.errors import UserError
@@ -53,7 +55,10 @@ def relaunch_under_torchrun(nproc_per_node: int, module: str) -> NoReturn:
     launcher is signalled and stops the workers."""
     arguments = torchrun_arguments(nproc_per_node, module, sys.argv[1:])
     log.info("launching: python -m torch.distributed.run " + shlex.join(arguments))
-    torchrun.main(arguments)
+    try:
+        torchrun.main(arguments)
+    except SignalException as signalled:  # the workers have stopped and said where: one line here, not a traceback
+        raise KeyboardInterrupt(f"torchrun's workers were stopped by {signal.Signals(signalled.sigval).name}") from None
     sys.exit(0)
 
 
