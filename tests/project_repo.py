@@ -19,6 +19,7 @@ TINY = {
     ("models", "unet", "depth"): 2,
     ("train", "epochs"): 2,
     ("train", "batch_size"): 4,
+    ("train", "num_threads"): 1,  # pytest-xdist runs a training per core: a fixed count keeps reruns byte-identical
     ("augment", "crop_size"): 32,
     ("augment", "crops_per_image"): 1,
     ("plot", "num_samples"): 2,

@@ -29,6 +29,7 @@ from pipeline.models.checkpoint import load_checkpoint
 from pipeline.training.device import memory_format, pick_device
 
 HEADLINE = ("miou", "pixel_accuracy", "mean_accuracy", "fw_iou")
+LOSS_DECIMALS = 6  # what a different thread count leaves unchanged (it moves the 8th digit)
 
 
 def score_original(model, interim_dir: Path, split: str, image_size: int, batch_size: int, tta: dict,
@@ -51,6 +52,13 @@ def score_original(model, interim_dir: Path, split: str, image_size: int, batch_
     return scores.compute()
 
 
+def reported(scores: dict) -> dict:
+    """The headline scores, exact (they come from the confusion matrix's counts), and the loss to LOSS_DECIMALS: its
+    later digits depend on how many threads summed it, which follows the machine's load (train.num_threads: auto),
+    and a metrics file that changed with them would change dvc.lock on every re-run."""
+    return {**{name: scores[name] for name in HEADLINE}, "loss": round(scores["loss"], LOSS_DECIMALS)}
+
+
 def evaluate(processed_dir: Path, interim_dir: Path, model_path: Path, out_dir: Path, settings) -> dict:
     """Write metrics.json (numbers only, for `dvc exp show`), per_class_iou.json and confusion_matrix.csv.
 
@@ -61,10 +69,10 @@ def evaluate(processed_dir: Path, interim_dir: Path, model_path: Path, out_dir: 
     partial = is_partially_labelled(processed_dir, ("val",))
     image_size = read_manifest(processed_dir)["image_size"]
     original = score_original(model, interim_dir, "val", image_size, settings.batch_size, tta, partial)
-    metrics = {name: original[name] for name in (*HEADLINE, "loss")}
+    metrics = reported(original)
     if TEST_SPLIT in set(read_samples(interim_dir)["split"]):
         test = score_original(model, interim_dir, TEST_SPLIT, image_size, settings.batch_size, tta, partial)
-        metrics.update({f"test_{name}": test[name] for name in (*HEADLINE, "loss")})
+        metrics.update({f"test_{name}": value for name, value in reported(test).items()})
     per_class = {name: None if np.isnan(iou) else iou
                  for name, iou in zip(model.class_names, original["per_class_iou"])}
     out_dir = Path(out_dir)
