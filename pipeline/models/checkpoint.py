@@ -19,6 +19,7 @@ from pipeline.errors import UserError
 from pipeline.models.portable import FILE_NAME, IN_MLFLOW_MODEL, PortableModelError, read_portable
 from pipeline.models.registry import build_model, rebuild_params
 from pipeline.models.segmenter import SegmentationModel
+from pipeline.models.torch_files import UNREADABLE, function_called, load_tensors
 
 REQUIRED_KEYS = ("architecture", "model_params", "class_names", "state_dict", "image_size")
 NOT_OURS = (f"a model logged by this project has {IN_MLFLOW_MODEL.as_posix()}; models in MLflow's pickle format "
@@ -48,10 +49,12 @@ def read_checkpoint(path: Path) -> dict:
     if not path.exists():
         raise FileNotFoundError(f"{path}: no checkpoint there (run the train stage first)")
     try:
-        payload = torch.load(path, map_location="cpu", weights_only=True)
-    except (pickle.UnpicklingError, RuntimeError, EOFError, ValueError) as error:
-        raise CheckpointError(f"{path}: not a checkpoint of this project (it holds more than weights and plain "
-                         f"values, or is damaged); nothing in it was run") from error
+        payload = load_tensors(path)
+    except UNREADABLE as error:
+        called = function_called(path, error)
+        content = (f"it would run {called} when loaded" if called
+                   else "it holds more than weights and plain values, or is damaged")
+        raise CheckpointError(f"{path}: not a checkpoint of this project ({content}); nothing in it was run") from error
     missing = [key for key in REQUIRED_KEYS if not isinstance(payload, dict) or key not in payload]
     if missing:
         raise CheckpointError(f"{path}: not a checkpoint of this project (missing {', '.join(missing)})")

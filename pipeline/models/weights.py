@@ -24,6 +24,7 @@ from torch import nn
 
 from pipeline.errors import UserError
 from pipeline.models.architectures.encoder_decoder import EncoderDecoder
+from pipeline.models.torch_files import UNREADABLE, function_called, load_tensors
 
 IMAGENET_FILES = ("config.json", "model.safetensors")  # what smp's get_encoder fetches; the weights come last
 
@@ -104,21 +105,20 @@ def read_state_dict(path: Path, key: str) -> dict[str, torch.Tensor]:
         raise EncoderWeightsError(f"{key}: {path} is not a file; use imagenet, none, or the path of the encoder's state dict "
                          "(.pth or .safetensors)")
     try:
-        state = (load_file(path) if path.suffix == ".safetensors"
-                 else torch.load(path, map_location="cpu", weights_only=True))
-    except (SafetensorError, pickle.UnpicklingError, RuntimeError, EOFError, ValueError) as error:
-        raise EncoderWeightsError(f"{key}: {path} {why_unreadable(error)}") from None
+        state = load_file(path) if path.suffix == ".safetensors" else load_tensors(path)
+    except (SafetensorError, *UNREADABLE) as error:
+        raise EncoderWeightsError(f"{key}: {path} {why_unreadable(path, error)}") from None
     if not isinstance(state, dict):
         raise EncoderWeightsError(f"{key}: {path} holds a {type(state).__name__}, not a state dict")
     return state
 
 
-def why_unreadable(error: Exception) -> str:
+def why_unreadable(path: Path, error: Exception) -> str:
     """The cause in a few words. torch's refusal of a file that would run code on loading opens with advice to load
     it with weights_only=False, the one thing not to do with a file someone sent you."""
-    called = re.search(r"GLOBAL ([\w.]+\w)", str(error))
+    called = function_called(path, error)
     if called:
-        return (f"would run {called.group(1)} when loaded, so it is refused (nothing in it was run); use a file "
+        return (f"would run {called} when loaded, so it is refused (nothing in it was run); use a file "
                 "that holds the encoder's tensors only (torch.save(encoder.state_dict(), path) or .safetensors)")
     first_line = next((line for line in str(error).splitlines() if line.strip()), type(error).__name__)
     if first_line.startswith("Weights only load failed"):

@@ -19,6 +19,7 @@ import torch
 from torch import nn
 
 from pipeline.models.checkpoint import save_torch_file
+from pipeline.models.torch_files import load_tensors
 
 log = logging.getLogger(__name__)
 
@@ -72,7 +73,7 @@ def read_state(path: Path) -> TrainState | None:
     if not path.exists():
         return None
     try:
-        return TrainState(**torch.load(path, map_location="cpu", weights_only=True))
+        return TrainState(**load_tensors(path))
     except Exception as error:  # start afresh rather than trust it
         log.warning(f"{path}: not a training state this version can resume ({type(error).__name__}); starting afresh")
         return None
