@@ -6,13 +6,16 @@ ints and float-like strings such as YAML's 1e-3 are accepted for floats), the al
 cross-field rules (warmup vs epochs, freezing needs a pretrained encoder).
 Every problem found becomes one ConfigError whose lines each name the dotted key, e.g. `train.lr: must be > 0`.
 Nothing in the file can exhaust the machine: YAML aliases that would repeat thousands of values are refused
-before anything walks them, and a message quotes at most QUOTE_LIMIT characters of a value.
+before anything walks them, and a message quotes at most QUOTE_LIMIT characters of a value. DVC reads all of
+params.yaml itself before any stage runs, with no such limit: `python -m pipeline.config FILE` checks a file first.
 """
 from __future__ import annotations
 
+import argparse
 import difflib
 import math
 import reprlib
+import sys
 import typing
 from pathlib import Path
 from typing import Annotated, Any, Literal, TypeVar
@@ -578,3 +581,21 @@ def _dotted(key: str, loc: tuple[str | int, ...]) -> str:
 
 def _join(key: str, name: str) -> str:
     return f"{key}.{name}" if key and name != "" else str(name or key)
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Check a params file, e.g. one you were sent, before `dvc repro` reads it: one line either way."""
+    parser = argparse.ArgumentParser(prog="python -m pipeline.config", description=main.__doc__)
+    parser.add_argument("file", nargs="?", default="params.yaml", type=Path, help="default: params.yaml")
+    file = parser.parse_args(argv).file
+    if not file.is_file():
+        sys.exit(f"error: {file}: no such file")
+    try:
+        load_params(file)
+    except ConfigError as error:
+        sys.exit(f"error in {file}: {error}")
+    print(f"{file}: valid")
+
+
+if __name__ == "__main__":
+    main()

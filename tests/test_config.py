@@ -279,6 +279,20 @@ def test_a_yaml_alias_bomb_is_refused_by_name_before_anything_expands_it(tmp_pat
     assert expanded_size(yaml.compose(billion_laughs(9)), sizes) > 10**9 and len(sizes) < 50
 
 
+def test_the_params_checker_refuses_a_bomb_in_one_line_and_passes_the_projects_own_file(tmp_path):
+    """DVC expands all of params.yaml before any stage runs: `python -m pipeline.config` is the check to run first."""
+    (tmp_path / "params.yaml").write_text(billion_laughs(9))
+    checker = [sys.executable, "-m", "pipeline.config"]
+    refused = subprocess.run([*checker, str(tmp_path / "params.yaml")], cwd=REPO_ROOT, capture_output=True,
+                             text=True, timeout=60)
+    assert refused.returncode == 1 and refused.stdout == ""
+    assert refused.stderr.splitlines() == [f"error in {tmp_path / 'params.yaml'}: {tmp_path / 'params.yaml'}: its YAML "
+                                           "aliases (*name) repeat more than 10,000 values; a params file holds a "
+                                           "few hundred: write the values out"]
+    valid = subprocess.run(checker, cwd=REPO_ROOT, capture_output=True, text=True, timeout=60)
+    assert (valid.returncode, valid.stdout) == (0, "params.yaml: valid\n"), valid.stderr
+
+
 def test_a_few_aliases_load_and_a_long_list_written_out_is_no_bomb(tmp_path):
     path = tmp_path / "params.yaml"
     path.write_text("train:\n  lr: &lr 0.01\nmodels:\n  unet:\n    lr: *lr\n")
