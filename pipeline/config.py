@@ -583,17 +583,23 @@ def _join(key: str, name: str) -> str:
     return f"{key}.{name}" if key and name != "" else str(name or key)
 
 
+def load_params_or_exit(path: Path | str) -> Params:
+    """The params in `path`, or the process ends with one line naming the file and what is wrong (every stage, and
+    the check below)."""
+    if not Path(path).is_file():
+        sys.exit(f"error: {path}: no such file")
+    try:
+        return load_params(path)
+    except ConfigError as error:
+        sys.exit(f"error in {path}: {error}")
+
+
 def main(argv: list[str] | None = None) -> None:
     """Check a params file, e.g. one you were sent, before `dvc repro` reads it: one line either way."""
     parser = argparse.ArgumentParser(prog="python -m pipeline.config", description=main.__doc__)
     parser.add_argument("file", nargs="?", default="params.yaml", type=Path, help="default: params.yaml")
     file = parser.parse_args(argv).file
-    if not file.is_file():
-        sys.exit(f"error: {file}: no such file")
-    try:
-        load_params(file)
-    except ConfigError as error:
-        sys.exit(f"error in {file}: {error}")
+    load_params_or_exit(file)
     print(f"{file}: valid")
 
 

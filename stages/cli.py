@@ -19,7 +19,7 @@ from pathlib import Path
 
 import psutil
 
-from pipeline.config import ConfigError, Params, load_params
+from pipeline.config import Params, load_params_or_exit
 from pipeline.errors import UserError
 from pipeline.logs import configure_logging
 from pipeline.repo import repo_root
@@ -98,10 +98,16 @@ def restore_hint_on_failure() -> Iterator[None]:
         yield
     except BaseException as error:
         succeeded = isinstance(error, SystemExit) and error.code in (0, None)
-        if not succeeded and in_workspace_experiment() and os.environ.get("RANK", "0") == "0":
+        if not succeeded and in_workspace_experiment() and speaks_for_the_stage():
             atexit.register(print, "params.yaml keeps this experiment's values; to put it and the outputs back as in "
                             f"the last commit: {RESTORE_COMMAND}", file=sys.stderr)
         raise
+
+
+def speaks_for_the_stage() -> bool:
+    """Whether this process prints the stage's last words: any but torchrun's workers of rank 1 and up (read from the
+    environment, as the process group is gone by then)."""
+    return os.environ.get("RANK", "0") == "0"
 
 
 def run_stage(description: str, stage: Callable[[Params], None]) -> None:
@@ -110,10 +116,7 @@ def run_stage(description: str, stage: Callable[[Params], None]) -> None:
     args = parser.parse_args()
     configure_logging()
     with restore_hint_on_failure():
-        try:
-            params = load_params(args.params)
-        except ConfigError as error:
-            sys.exit(f"error in {args.params}: {error}")
+        params = load_params_or_exit(args.params)
         interrupt_on_sigterm()
         stop_when_dvc_exits()
         try:
@@ -121,6 +124,6 @@ def run_stage(description: str, stage: Callable[[Params], None]) -> None:
         except (UserError, FileNotFoundError) as error:
             sys.exit(f"error: {error}")
         except KeyboardInterrupt as stop:  # Ctrl-C or SIGTERM: what stopped where is all the user needs
-            if os.environ.get("RANK", "0") == "0":  # torchrun's workers stop together: rank 0 speaks for them
+            if speaks_for_the_stage():  # torchrun's workers stop together
                 print(f"stopped: {stop}" if str(stop) else "stopped by Ctrl-C", file=sys.stderr)
             sys.exit(INTERRUPTED)
