@@ -4,7 +4,7 @@
                                 [--budget SECONDS]
 
 On a VOC-layout folder it trains (a) the plain reference of benchmarks/recipe_reference.py and (b) each
-model with the recipe params.yaml gives it, through the train stage's own code (merge, preprocess and
+model with the recipe params.yaml and its defaults give it, through the train stage's own code (merge, preprocess and
 `pipeline.training.loop.train`, only `data.*`, `model`, `train.epochs`, `train.seed` and any
 `--set KEY=VALUE` changed), and
 prints per seed and epoch the val mIoU (dataset-level, 256², 255 ignored) and elapsed seconds of each, then
@@ -15,7 +15,7 @@ so every model starts from scratch like the reference.
 `--seeds N` runs every entry with seeds `--seed` .. `--seed`+N-1: one run moves best mIoU by a few
 hundredths, as much as some recipe changes do. `--budget SECONDS` compares the entries at equal training
 time rather than equal epochs: no run (the reference included) starts an epoch once that many seconds have
-passed, and only epochs that ended within the budget count. The models train the schedule params.yaml gives
+passed, and only epochs that ended within the budget count. The models train the schedule their defaults give
 them (`--epochs` overrides it), which the default recipe sizes to end within ten minutes on MSRC-sized data; the
 reference, whose lr is constant, trains until the budget ends. Ten minutes at fp32 on 2 cores:
 
@@ -42,7 +42,7 @@ import mlflow
 import yaml
 
 from benchmarks.recipe_reference import train_reference
-from pipeline.config import MODELS, Params, load_params, parse
+from pipeline.config import MODELS, PRETRAINED_MODELS, Params, load_params, parse
 from pipeline.data.interim import write_interim
 from pipeline.data.preprocess import preprocess
 from pipeline.data.sources.voc import read_custom_voc
@@ -76,7 +76,7 @@ def pipeline_params(model: str, root: Path, epochs: int | None, seed: int, track
     raw["data"].update(dataset="voc_layout", root=str(root))
     raw["train"].update(seed=seed, **({"epochs": epochs} if epochs else {}))
     raw["mlflow"] = {"tracking_uri": tracking_uri, "experiment": "recipe-benchmark"}
-    if "encoder_weights" in raw["models"][model]:
+    if model in PRETRAINED_MODELS:
         raw["models"][model]["encoder_weights"] = "none"
     for override in overrides:
         set_dotted(raw, override)
@@ -84,12 +84,13 @@ def pipeline_params(model: str, root: Path, epochs: int | None, seed: int, track
 
 
 def set_dotted(raw: dict, override: str) -> None:
-    """Apply one `-S`-style `a.b.c=value` (value read as YAML) to the raw params."""
-    key, _, value = override.partition("=")
+    """Apply one `-S`-style `a.b.c=value` (value read as YAML) to the raw params, adding the keys params.yaml
+    leaves to their defaults (as `-S ++a.b.c=value` does; a leading `+` or `++` is taken too)."""
+    key, _, value = override.lstrip("+").partition("=")
     *parents, leaf = key.split(".")
     node = raw
     for parent in parents:
-        node = node[parent]
+        node = node.setdefault(parent, {})
     node[leaf] = yaml.safe_load(value)
 
 

@@ -65,7 +65,7 @@ def test_sigterm_to_dvc_ends_the_training_it_started(prepared, tmp_path, command
     shutil.copytree(prepared, root, symlinks=True)
     params = yaml.safe_load((root / "params.yaml").read_text())
     params["train"]["epochs"] = 1000  # still training when signalled
-    params["train"]["distributed"]["nproc_per_node"] = processes
+    params["train"]["distributed"] = {"nproc_per_node": processes}
     (root / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
     state = root / "models" / "train_state.pt"
     log = tmp_path / "dvc.log"

@@ -11,10 +11,12 @@ from pathlib import Path
 import mlflow
 import numpy as np
 import pytest
+import yaml
 from PIL import Image
 
+from pipeline.config import flatten
 from stages.cli import RESTORE_COMMAND
-from tests.project_repo import clean_env, make_project, run
+from tests.project_repo import REPO_ROOT, TINY, clean_env, make_project, run
 
 pytestmark = pytest.mark.slow  # trains models and runs real MLflow stores
 
@@ -87,8 +89,7 @@ def test_an_identical_second_run_gives_a_byte_identical_dvc_lock(project):
     assert "eval_miou" in second_run.data.metrics
     resolved = json.loads((root / "reports/train/resolved.json").read_text())  # a DVC metric, and in MLflow
     recipe = {"lr": "train.lr", "epochs": "train.epochs", "crops_per_image": "augment.crops_per_image"}
-    assert set(resolved) == {*recipe, "device", "precision", "num_threads", "num_processes", "global_batch_size",
-                             "sync_batchnorm", "num_workers"}
+    assert set(resolved) == {*recipe, "device", "precision", "global_batch_size", "sync_batchnorm"}
     assert {name: str(value) for name, value in resolved.items()} == {
         name: second_run.data.params[recipe.get(name, name)] for name in resolved}
 
@@ -111,6 +112,11 @@ def test_experiments_land_in_the_root_store_named_after_the_experiment(project):
     for name in ["in-workspace", "temp-one"]:
         revision = experiments[name]["revs"][0]["data"]
         assert "miou" in revision["metrics"]["reports/eval/metrics.json"]["data"]
+    columns = run(["dvc", "exp", "show", "--csv"], root, env).splitlines()[0].split(",")
+    tiny_only = [".".join(keys) for keys in TINY if ".".join(keys) not in flatten(yaml.safe_load(
+        (REPO_ROOT / "params.yaml").read_text()))]  # the test project's own keys, each a column
+    assert set(tiny_only) <= set(columns) and len(columns) - len(tiny_only) <= 71, columns  # 142 before
+    assert {"model", "data.dataset", "lr", "epochs", "precision", "val_miou", "miou", "pipeline"} <= set(columns)
 
 
 def commit_workspace(root: Path, env: dict) -> dict[str, bytes]:

@@ -20,7 +20,8 @@ def training_card(name: str, params, manifest: dict, data_digest: str, partial: 
     """The card as the train stage knows it: data, recipe, machine, the best epoch's val scores, the time it took.
 
     `params` are the run's Params, `manifest` the processed data's manifest.json, `images_used` the train and val
-    images the training saw, `resolved` what reports/train/resolved.json holds, `best` reports/train/metrics.json."""
+    images the training saw, `resolved` what reports/train/resolved.json holds and how the machine ran it (threads,
+    processes), `best` reports/train/metrics.json."""
     sections = {
         "Data": data_section(params, manifest, data_digest, partial, images_used),
         "Recipe": recipe_section(params, resolved),

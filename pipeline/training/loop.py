@@ -357,23 +357,29 @@ def log_run(params: Params, flat_params: dict, trainer: Trainer, processed_dir: 
     """What makes this run what it is: the active params, the values resolved on this machine, the data."""
     tracking.log_run_params(flat_params, {
         "model.num_parameters": count_parameters(trainer.model), "data.num_train": trainer.data.num_train,
-        "data.num_val": trainer.data.num_val, **resolved_settings(trainer)})
+        "data.num_val": trainer.data.num_val, **resolved_settings(trainer), **run_conditions(trainer)})
     tracking.log_dataset(params.data.dataset, params.data.root or str(processed_dir), data_digest)
 
 
 def write_resolved(params: Params, outputs: TrainOutputs, trainer: Trainer) -> None:
-    """The recipe and settings resolved here (resolved.json): at every start, where it is logged as the artifact
-    store's probe, and at the end (the thread share may have changed the threads since)."""
+    """The recipe and settings resolved here (resolved.json), written at every start, where it is also the
+    artifact store's probe: the same values hold to the end."""
     reports.write_metrics({**params.recipe(), **resolved_settings(trainer)}, outputs.resolved)
 
 
 def resolved_settings(trainer: Trainer) -> dict:
-    """What `auto` params, the machine and the launch decided, which changes the numbers (bf16 or fp32 alone
-    moves mIoU; the process count sets the global batch)."""
-    processes = distributed.world_size()
-    return {"device": trainer.device.type, "precision": trainer.precision, "num_threads": torch.get_num_threads(),
-            "num_processes": processes, "global_batch_size": trainer.params.train.batch_size * processes,
-            "sync_batchnorm": trainer.sync_batchnorm, "num_workers": trainer.data.train_loader.num_workers}
+    """What `auto` params, the machine and the launch decided that changes the numbers (bf16 or fp32 alone moves
+    mIoU; the process count sets the global batch): a DVC metric, a column of `dvc exp show`."""
+    return {"device": trainer.device.type, "precision": trainer.precision,
+            "global_batch_size": trainer.params.train.batch_size * distributed.world_size(),
+            "sync_batchnorm": trainer.sync_batchnorm}
+
+
+def run_conditions(trainer: Trainer) -> dict:
+    """How this machine ran the training, which leaves the numbers as they were: on the MLflow run and the model
+    card, not in a DVC file (the thread share changes with the trainings beside this one)."""
+    return {"num_threads": torch.get_num_threads(), "num_processes": distributed.world_size(),
+            "num_workers": trainer.data.train_loader.num_workers}
 
 
 def to_device(model: nn.Module, device: torch.device, precision: str) -> nn.Module:
@@ -411,7 +417,6 @@ def finish(params: Params, outputs: TrainOutputs, state: TrainState, trainer: Tr
     reports.write_history(state.history, outputs.history)
     reports.write_metrics(best, outputs.metrics)
     reports.save_progress(trainer.data.progress_images, state.snapshots, outputs.progress)
-    write_resolved(params, outputs, trainer)
     mlflow.log_artifact(str(outputs.history), "reports/train")
     mlflow.log_artifact(str(outputs.metrics), "reports/train")
     mlflow.log_artifact(str(outputs.resolved), "reports/train")
@@ -419,7 +424,8 @@ def finish(params: Params, outputs: TrainOutputs, state: TrainState, trainer: Tr
     name = model_name(params, trainer.class_names)
     model_card = card.training_card(name, params, manifest, data_digest, trainer.data.partial,
                                     {"train": trainer.data.num_train, "val": trainer.data.num_val},
-                                    resolved_settings(trainer), best, seconds, state.epoch, resumed_after)
+                                    {**resolved_settings(trainer), **run_conditions(trainer)}, best, seconds,
+                                    state.epoch, resumed_after)
     best_metrics = {key if key.startswith("best") else f"best_{key}": value for key, value in best.items()}
     tracking.log_and_promote_model(outputs.model, name, measured_on, best["val_miou"], best_metrics, model_card,
                                    params.mlflow.log_onnx)
