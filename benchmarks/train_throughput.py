@@ -31,10 +31,11 @@ from PIL import Image
 from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
 
-from pipeline.config import MultiScaleUNetParams, UNetParams
+from pipeline.config import MultiScaleUNetParams, TrainParams, UNetParams
 from pipeline.data.sources.synthetic import CLASSES, render_scene
 from pipeline.models.architectures.unet import UNet
 from pipeline.models.registry import build_network
+from pipeline.training.optim import build_optimizer
 from pipeline.training.threads import usable_cores
 
 REFERENCE = "smp Unet-resnet34"
@@ -159,7 +160,8 @@ def build_steps(make: Callable[[], nn.Module], mode: str, args) -> tuple[nn.Modu
     images = torch.rand(args.batch, 3, args.size, args.size)
     target = torch.randint(0, args.classes, (args.batch, args.size, args.size))
     model, images, autocast = prepare(make(), images, mode)
-    optimizer = torch.optim.Adam(model.parameters(), lr=1e-3)
+    defaults = TrainParams()  # the train stage's optimizer, fused as it builds it
+    optimizer = build_optimizer(defaults.optimizer, model.parameters(), lr=1e-3, weight_decay=defaults.weight_decay)
 
     def infer():
         with torch.inference_mode(), autocast():
