@@ -26,7 +26,9 @@ def training_card(name: str, params, manifest: dict, data_digest: str, partial: 
         "Data": data_section(params, manifest, data_digest, partial, images_used),
         "Recipe": recipe_section(params, resolved),
         "Training": training_section(params, best, seconds, last_epoch, resumed_after, manifest["image_size"]),
-        EVALUATION: "Not evaluated yet: the evaluate stage fills this in (`dvc repro` runs it after training).",
+        EVALUATION: "Not evaluated yet: the evaluate stage fills this in when `dvc repro` runs it after training. DVC "
+                    "skips it when this model is byte for byte the one `reports/eval` was computed from (retrained "
+                    "on the same kind of machine): `dvc repro -f --downstream evaluate` attaches the scores here.",
         "Intended use and limits": limits_section(name, params, manifest, partial),
     }
     return f"# {name}\n\n" + "".join(f"## {title}\n\n{body}\n\n" for title, body in sections.items())
