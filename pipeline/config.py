@@ -190,7 +190,7 @@ class DataParams(_Block):
 class _ModelBlock(_Block):
     """A `models.<name>` block: the architecture's params plus the recipe values this model trains best with
     (RECIPE_KEYS), used where train.lr, train.epochs or augment.crops_per_image says `auto`, so `-S model=<name>`
-    alone brings the model's recipe and `dvc exp show` still shows every value."""
+    alone brings the model's recipe; the values used are in reports/train/resolved.json, columns of `dvc exp show`."""
     lr: PositiveFloat = 0.001  # train.lr when that is auto
     epochs: Count = 4  # train.epochs when that is auto: a schedule that ends within ten minutes on MSRC-v2 in fp32
     # (and a complete one on the synthetic default, which peaks by then: 0.66-0.68 over 4 seeds)
@@ -224,8 +224,8 @@ class ResNet34UNetParams(_ModelBlock):
 class MultiScaleUNetParams(_ModelBlock):
     lr: PositiveFloat = 0.001  # 0.003 costs it 0.035 mIoU on MSRC-v2
     epochs: Count = 5  # 85 s an epoch of MSRC-v2 in fp32 on 2 cores: 5 end within ten minutes
-    scales: Annotated[tuple[Count, ...], Field(min_length=1)] = (256, 128, 64)  # the image at these sides, each
-    # fused into the encoder
+    # the image at these sides, each fused into the encoder
+    scales: Annotated[tuple[Count, ...], Field(min_length=1)] = (256, 128, 64)
     base_channels: Count = 16
     depth: Count = 4
     stem_channels: Count = 16
