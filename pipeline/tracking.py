@@ -375,13 +375,16 @@ def model_requirements() -> list[str]:
 
 
 def log_and_promote_model(checkpoint: Path, name: str, measurement: Measurement, val_miou: float,
-                          metrics: dict[str, float], model_card: str, with_onnx: bool = True) -> None:
-    """Log the model (see log_model) with its `metrics` and its card, register it under `name` with the card as the
-    version's description, and let the registry decide whether it is the new `champion` (model_registry.py)."""
+                          metrics: dict[str, float], model_card: str, with_onnx: bool = True,
+                          register: bool = True) -> None:
+    """Log the model (see log_model) with its `metrics` and its card; if `register`, register it under `name` with the
+    card as the version's description, and let the registry decide whether it is the new `champion`
+    (model_registry.py)."""
     model = log_model(checkpoint, with_onnx)
     mlflow.log_metrics(metrics, model_id=model.model_id)
     store_card(model.model_id, model_card)
-    register_and_promote(model.model_uri, name, measurement, val_miou, description=model_card)
+    if register:
+        register_and_promote(model.model_uri, name, measurement, val_miou, description=model_card)
 
 
 def store_card(model_id: str, model_card: str) -> None:

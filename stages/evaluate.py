@@ -6,15 +6,15 @@ from pipeline import paths, tracking
 from pipeline.config import Params
 from pipeline.evaluation.evaluate import evaluate
 from pipeline.models import card
-from pipeline.training.threads import ThreadShare
+from pipeline.training.threads import use_threads
 from stages.cli import log_written, run_stage
 
 
 def main(params: Params) -> None:
     dataset, out_dir = params.data.dataset, paths.eval_dir()
-    with ThreadShare():  # a queue worker's evaluation runs beside another's training: share the cores likewise
-        metrics = evaluate(paths.processed_dir(dataset), paths.interim_dir(dataset), paths.model_file(), out_dir,
-                           params.evaluate)
+    use_threads("auto")  # the same count under any load: the scores' last bits follow it
+    metrics = evaluate(paths.processed_dir(dataset), paths.interim_dir(dataset), paths.model_file(), out_dir,
+                       params.evaluate)
     written = sorted(out_dir.iterdir())
     run_id = tracking.attach_to_run(params.mlflow, paths.model_file(),
                                     {f"eval_{name}": value for name, value in metrics.items()}, written,

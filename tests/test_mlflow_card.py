@@ -27,12 +27,13 @@ CLASSES = ["background", "disc", "square", "triangle", "star", "cross"]
 def store(tmp_path_factory) -> dict:
     """A repository-like folder with tiny synthetic data, trained for one epoch and evaluated by the stage."""
     root = tmp_path_factory.mktemp("repo")
-    synthetic.generate(root / "raw", num_train=8, num_val=4, seed=1)
+    synthetic.generate(root / "raw", num_train=48, num_val=6, seed=1)  # enough to learn: the model is registered
     write_interim(read_custom_voc(root / "raw", None), paths.interim_dir("synthetic", root))
     preprocess(paths.interim_dir("synthetic", root), paths.processed_dir("synthetic", root), 64)
     uri = f"sqlite:///{root / 'mlflow.db'}"
-    params = parse(Params, {"data": {"image_size": 64}, "models": {"unet": {"base_channels": 4, "depth": 2}},
-                            "train": {"epochs": 1, "batch_size": 4}, "augment": {"crop_size": 0, "crops_per_image": 1},
+    params = parse(Params, {"data": {"image_size": 64}, "models": {"unet": {"base_channels": 8, "depth": 3}},
+                            "train": {"epochs": 2, "batch_size": 4, "lr": 0.01},
+                            "augment": {"crop_size": 0, "crops_per_image": 1},
                             "evaluate": {"batch_size": 4},
                             "mlflow": {"tracking_uri": uri, "experiment": "cards", "log_onnx": False}}, "")
     with pytest.MonkeyPatch.context() as patch:

@@ -35,6 +35,7 @@ class TrainState:
     best: dict = field(default_factory=lambda: {"val_miou": -1.0})
     best_weights: dict[str, torch.Tensor] | None = None
     epochs_without_improvement: int = 0
+    majority_val_miou: float | None = None  # the val split's majority-class predictor's (training/health.py)
     model: dict | None = None           # weights, optimizer and scheduler after `epoch`
     optimizer: dict | None = None
     scheduler: dict | None = None
