@@ -167,6 +167,11 @@ class FolderParams(_Block):
     split_seed: Int = 0
 
 
+# the repository's own empty datasets/ folder: the default data.root, which DVC needs to be a path it can hash
+# (a templated dependency cannot be empty) and which means "no folder of yours"
+NO_ROOT = "datasets"
+
+
 class SubsetParams(_Block):
     train: Count | None = None  # a seeded random subset of this many training images; null: all
     val: Count | None = None
@@ -174,7 +179,9 @@ class SubsetParams(_Block):
 
 class DataParams(_Block):
     dataset: DatasetName = "synthetic"
-    root: Str | None = None  # an existing dataset folder: nothing is downloaded
+    # your dataset folder (voc_layout, single_class, folder) or an unpacked VOC/ADE20K copy, absolute or relative to
+    # the repository. A dependency of download, so DVC sees its files change. NO_ROOT, the default, means none
+    root: Str = NO_ROOT
     download_dir: Str = "data/downloads"  # archives land here; an archive downloaded by hand and put here is used
     image_size: Annotated[Int, Field(ge=MIN_IMAGE_SIZE, le=MAX_IMAGE_SIZE)] = 256
     on_bad_sample: BadSamplePolicy = "error"
@@ -185,6 +192,17 @@ class DataParams(_Block):
     voc_layout: VocLayoutParams = Field(default_factory=VocLayoutParams)
     single_class: SingleClassParams = Field(default_factory=SingleClassParams)
     folder: FolderParams = Field(default_factory=FolderParams)
+
+    @field_validator("root", mode="before")
+    @classmethod
+    def _empty_root_is_none(cls, root: Any) -> Any:
+        """`root:` left empty (as params.yaml had it) means no folder of yours, as NO_ROOT does."""
+        return NO_ROOT if root is None else root
+
+    @property
+    def own_root(self) -> str | None:
+        """`root` when it names a folder of the user's; None for NO_ROOT."""
+        return None if Path(self.root) == Path(NO_ROOT) else self.root
 
 
 class _ModelBlock(_Block):
