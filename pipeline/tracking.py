@@ -53,7 +53,7 @@ MODEL_PACKAGES = ("mlflow", "torch", "torchvision", "segmentation-models-pytorch
                   "safetensors", "numpy")
 REFUSED = (401, 403)  # HTTP statuses of a tracking server that rejects the credentials
 # What the experiment is for: training runs, not GenAI traces. MLflow 3.17's own UI ignores the tag and follows its
-# sidebar switch (README); the tag tells tools and UIs that read it.
+# sidebar switch (docs/how-to/mlflow.md); the tag tells tools and UIs that read it.
 EXPERIMENT_KIND_TAG, EXPERIMENT_KIND = "mlflow.experimentKind", "custom_model_development"
 # MLflow says at INFO when it starts, stops and skips GPU sampling, three lines per training that tell nothing.
 logging.getLogger("mlflow.system_metrics").setLevel(logging.WARNING)
