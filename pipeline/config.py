@@ -179,8 +179,9 @@ class SubsetParams(_Block):
 
 class DataParams(_Block):
     dataset: DatasetName = "synthetic"
-    # your dataset folder (voc_layout, single_class, folder) or an unpacked VOC/ADE20K copy, absolute or relative to
-    # the repository. A dependency of download, so DVC sees its files change. NO_ROOT, the default, means none
+    # your dataset folder (voc_layout, single_class, folder), an unpacked VOC/ADE20K copy or an s3:// prefix; a path is
+    # absolute or relative to the repository. A dependency of download: DVC sees its files change. The default,
+    # datasets (an empty folder of this repository), means none: synthetic is generated, voc2012 and ade20k downloaded
     root: Str = NO_ROOT
     download_dir: Str = "data/downloads"  # archives land here; an archive downloaded by hand and put here is used
     image_size: Annotated[Int, Field(ge=MIN_IMAGE_SIZE, le=MAX_IMAGE_SIZE)] = 256

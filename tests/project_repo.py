@@ -43,15 +43,20 @@ def clean_env() -> dict:
     return env
 
 
-def make_project(root: Path, env: dict) -> Path:
-    """The project's code and tiny params committed in a new git + DVC repository at `root`."""
-    root.mkdir(parents=True, exist_ok=True)
-    for name in PROJECT_FILES:
+def copy_files(names: list[str], root: Path) -> None:
+    """Files and folders of this repository, by their paths in it, into `root` (without bytecode)."""
+    for name in names:
         source = REPO_ROOT / name
         if source.is_dir():
             shutil.copytree(source, root / name, ignore=shutil.ignore_patterns("__pycache__"))
         else:
             shutil.copy2(source, root / name)
+
+
+def make_project(root: Path, env: dict) -> Path:
+    """The project's code and tiny params committed in a new git + DVC repository at `root`."""
+    root.mkdir(parents=True, exist_ok=True)
+    copy_files(PROJECT_FILES, root)
     params = yaml.safe_load((root / "params.yaml").read_text())
     for keys, value in TINY.items():
         section = params

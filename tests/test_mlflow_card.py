@@ -90,6 +90,28 @@ def test_the_version_carries_the_evaluated_card_as_description_and_as_model_card
     assert (Path(downloaded) / card.FILE_NAME).read_text() == description
 
 
+@pytest.mark.slow
+def test_per_class_iou_is_a_metric_of_the_run_and_the_logged_model(store):
+    per_class = json.loads((paths.eval_dir(store["root"]) / "per_class_iou.json").read_text())
+    expected = {f"iou/{name}": value for name, value in per_class.items() if value is not None}
+    assert expected and {key: value for key, value in store["run"].data.metrics.items()
+                         if key.startswith("iou/")} == pytest.approx(expected)
+    logged = store["client"].get_logged_model(store["model_id"])
+    assert {metric.key for metric in logged.metrics} >= set(expected)
+
+
+@pytest.mark.slow
+def test_the_registered_model_itself_carries_the_champions_evaluated_card(store):
+    registered = store["client"].get_registered_model(store["version"].name)
+    assert registered.description == store["version"].description
+    assert f"| mIoU | {store['eval']['miou']:.4f} |" in registered.description
+
+
+def test_class_names_become_metric_names_mlflow_takes():
+    assert tracking.iou_metrics({"tv/monitor": 0.5, "potted plant": 0.25, "..": 0.1, "café": 0.2, "absent": None}) \
+        == {"iou/tv_monitor": 0.5, "iou/potted plant": 0.25, "iou/_": 0.1, "iou/café": 0.2}
+
+
 def test_an_experiment_made_before_gets_the_kind_and_a_chosen_kind_is_kept(tmp_path):
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
     mlflow.set_tracking_uri(uri)

@@ -90,7 +90,8 @@ def test_an_identical_second_run_gives_a_byte_identical_dvc_lock(project):
     assert "eval_miou" in second_run.data.metrics
     resolved = json.loads((root / "reports/train/resolved.json").read_text())  # a DVC metric, and in MLflow
     recipe = {"lr": "train.lr", "epochs": "train.epochs", "crops_per_image": "augment.crops_per_image"}
-    assert set(resolved) == {*recipe, "device", "precision", "num_threads", "global_batch_size", "sync_batchnorm"}
+    assert set(resolved) == {*recipe, "device", "precision", "num_threads", "global_batch_size", "sync_batchnorm",
+                             "num_classes"}
     assert {name: str(value) for name, value in resolved.items()} == {
         name: second_run.data.params[recipe.get(name, name)] for name in resolved}
 

@@ -92,7 +92,7 @@ def test_training_learns_and_writes_every_output(synthetic_data, tmp_path):
     assert json.loads((tmp_path / "reports/resolved.json").read_text()) == {
         "lr": 0.01, "epochs": 4, "crops_per_image": 1,
         "device": "cpu", "precision": mlflow.get_run(run_of(tmp_path / "models/model.pt")).data.params["precision"],
-        "global_batch_size": 4, "sync_batchnorm": False}
+        "global_batch_size": 4, "sync_batchnorm": False, "num_classes": 6}
     progress = np.load(tmp_path / "reports/progress.npz")
     assert list(progress["epochs"]) == [1, 2, 4] and progress["predictions"].shape[1:] == (4, 64, 64)
 

@@ -348,12 +348,12 @@ def write_resolved(params: Params, outputs: TrainOutputs, trainer: Trainer) -> N
 
 
 def resolved_settings(trainer: Trainer) -> dict:
-    """What `auto` params, the machine and the launch decided that changes the numbers (bf16 or fp32 alone moves
-    mIoU; the process count sets the global batch; the thread count moves fp32 sums, training/threads.py): a DVC
-    metric, a column of `dvc exp show`."""
+    """What `auto` params, the machine, the launch and the data decided that changes the numbers (bf16 or fp32 alone
+    moves mIoU; the process count sets the global batch; the thread count moves fp32 sums, training/threads.py; two
+    folders of one dataset kind may hold 8 or 11 classes): a DVC metric, a column of `dvc exp show`."""
     return {"device": trainer.device.type, "precision": trainer.precision, "num_threads": torch.get_num_threads(),
             "global_batch_size": trainer.params.train.batch_size * distributed.world_size(),
-            "sync_batchnorm": trainer.sync_batchnorm}
+            "sync_batchnorm": trainer.sync_batchnorm, "num_classes": len(trainer.class_names)}
 
 
 def run_conditions(trainer: Trainer) -> dict:
