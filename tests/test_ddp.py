@@ -226,7 +226,7 @@ def test_ddp_ranks_see_disjoint_training_samples_and_val_shards_that_cover_the_s
         for data in ranks:
             data.start_epoch(epoch, seed=epoch)
         seen = [list(data.train_loader.sampler) for data in ranks]
-        assert len(seen[0]) == len(seen[1]) == 8 and not set(seen[0]) & set(seen[1])
+        assert len(seen[0]) == len(seen[1]) == NUM_TRAIN // 2 and not set(seen[0]) & set(seen[1])
         assert sorted(seen[0] + seen[1]) == list(range(NUM_TRAIN))
         orders.append(seen)
     assert orders[0] != orders[1]  # a new shuffle every epoch
@@ -241,7 +241,7 @@ def test_ddp_single_process_shuffle_is_the_seeded_permutation_of_the_epoch(proce
     params = parse(Params, {"data": {"image_size": 64}, **ONE_DRAW}, "")
     data = build_data(params, processed, read_manifest(processed))
     data.start_epoch(3, seed=45)
-    expected = torch.randperm(16, generator=torch.Generator().manual_seed(params.train.seed + 3)).tolist()
+    expected = torch.randperm(NUM_TRAIN, generator=torch.Generator().manual_seed(params.train.seed + 3)).tolist()
     assert list(data.train_loader.sampler) == expected
     assert np.array_equal(data.val_loader.dataset.indices, range(7))
 

@@ -79,7 +79,7 @@ def test_the_version_carries_the_evaluated_card_as_description_and_as_model_card
     for section in ("Data", "Recipe", "Training", card.EVALUATION, "Intended use and limits"):
         assert f"\n## {section}\n" in description
     digest = tracking.data_digest(paths.processed_dir("synthetic", store["root"]))
-    assert f"`{digest}`" in description and "train 8, val 4" in description
+    assert f"`{digest}`" in description and "train 48, val 6" in description
     assert all(f"`{name}`" in description for name in CLASSES) and "| optimizer | adamw, lr 0.003" in description
     assert "| precision | " + store["run"].data.params["precision"] + " |" in description
     assert "Not evaluated yet" not in description and f"| mIoU | {store['eval']['miou']:.4f} |" in description
