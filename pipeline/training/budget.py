@@ -68,7 +68,7 @@ def resolve_epochs(budget: float, timing: Timing, steps_per_epoch: int, val_batc
     if epochs > warmup_epochs:
         return epochs
     needed = math.ceil((timing.spent + (warmup_epochs + 1) * epoch) / (1 - SAFETY))
-    warmup = f" and {warmup_epochs} of train.warmup_epochs" if warmup_epochs else ""
+    warmup = f" after the {warmup_epochs} of train.warmup_epochs" if warmup_epochs else ""
     raise BudgetTooSmall(f"train.time_budget: {budget:g} s fits no whole schedule here: an epoch takes about "
                          f"{epoch:.1f} s ({steps_per_epoch} steps of {timing.step:.3g} s, validation and state "
                          f"save), the probe and setup {timing.spent:.1f} s; give at least {needed} s for one "
