@@ -77,18 +77,16 @@ def resolve_epochs(budget: float, timing: Timing, steps_per_epoch: int, val_batc
 
 def per_batch(run: Callable[[Iterable], object], loader: Iterable, probe: int) -> float:
     """Seconds per batch of `run` over up to `probe` batches of `loader`, after one untimed batch (the only one
-    timed when the loader has a single batch)."""
+    timed when the loader has a single batch). `run` is called twice whatever the loader's length: under torchrun
+    each call is collective, and the processes' val shards may differ by a batch."""
     batches: Iterator = iter(loader)
     size = len(loader)
-    if size == 0:  # a process's shard of a val split smaller than the process count
-        return 0.0
     untimed = 1 if size > 1 else 0
-    if untimed:
-        run(islice(batches, untimed))
+    run(islice(batches, untimed))
     count = min(probe, size - untimed)
     started = time.perf_counter()
     run(islice(batches, count))
-    return (time.perf_counter() - started) / count
+    return (time.perf_counter() - started) / max(count, 1)
 
 
 def save_seconds(trainer: Trainer, state_path: Path) -> float:
