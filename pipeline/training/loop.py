@@ -35,7 +35,7 @@ from pipeline.models.checkpoint import save_checkpoint
 from pipeline.models.registry import build_model, count_parameters, rebuild_params
 from pipeline.models.segmenter import SegmentationModel
 from pipeline.paths import TrainOutputs
-from pipeline.training import distributed, reports
+from pipeline.training import budget, distributed, reports
 from pipeline.training.device import autocast, memory_format, pick_device, pick_precision
 from pipeline.training.graceful_stop import GracefulStop
 from pipeline.training.health import (
@@ -197,12 +197,14 @@ def train(params: Params, processed_dir: Path, outputs: TrainOutputs, time_budge
         experiment_id = tracking.setup_experiment(params.mlflow) if main else None
         if main and tracking.is_server(mlflow.get_tracking_uri()):  # a local store has no users to refuse
             check_rights_to_register(model_name(params, manifest["classes"]))
+        identity = fingerprint(without_launch_params(flatten(active(params))), manifest)  # a budget, not its epochs
+        state = distributed.from_main(resume_or_start(outputs.state, identity) if main else None)
+        params = budget.fit_to_budget(params, state, lambda fitted: build_trainer(fitted, processed_dir, manifest,
+                                                                                  device), outputs.state)
         trainer = build_trainer(params, processed_dir, manifest, device)
         if main:
             log.info(describe(params, trainer))
         flat_params = flatten(active(params))
-        identity = fingerprint(without_launch_params(flat_params), manifest)
-        state = distributed.from_main(resume_or_start(outputs.state, identity) if main else None)
         digest = tracking.data_digest(processed_dir) if main else None  # reads every array: once, for run and card
         if state.epoch:
             trainer.restore(state)
@@ -275,7 +277,7 @@ def run_epochs(params: Params, outputs: TrainOutputs, state: TrainState, trainer
             save_epoch(params, outputs, state, trainer, row)
             elapsed = time.perf_counter() - started
             log.info(epoch_line(row, recipe.epochs, speed, elapsed, eta=elapsed / (epoch - first + 1) *
-                                (recipe.epochs - epoch)))
+                                (recipe.epochs - epoch)) + (budget.first_epoch_note(recipe) if epoch == first else ""))
         if epoch < recipe.epochs and budget_spent(started, time_budget):
             if distributed.is_main():
                 log.info(f"time budget of {time_budget:g} s spent after epoch {epoch} of {recipe.epochs}")

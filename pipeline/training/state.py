@@ -28,6 +28,7 @@ log = logging.getLogger(__name__)
 class TrainState:
     fingerprint: str
     epoch: int = 0                      # last finished epoch
+    planned_epochs: int | None = None   # the epochs train.time_budget resolved to: a resumed run keeps them
     completed: bool = False
     run_id: str | None = None           # the MLflow run a resumed training continues; None once completed
     history: list[dict] = field(default_factory=list)  # one row per epoch (see reports.HISTORY_COLUMNS)
