@@ -12,7 +12,9 @@ from stages.cli import log_written, run_stage
 
 def main(params: Params) -> None:
     dataset, out_dir = params.data.dataset, paths.eval_dir()
-    use_threads("auto")  # the same count under any load: the scores' last bits follow it
+    # the training's thread count (train.num_threads), fixed by the machine and not its load: the scores' last bits
+    # follow it. Not a param of this stage: a new count retrains the model, whose new bytes re-run evaluate
+    use_threads(params.train.num_threads)
     metrics = evaluate(paths.processed_dir(dataset), paths.interim_dir(dataset), paths.model_file(), out_dir,
                        params.evaluate)
     written = sorted(out_dir.iterdir())
