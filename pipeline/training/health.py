@@ -1,8 +1,8 @@
 """Whether a training learned anything: the checks that keep a broken model out of the reports and the registry.
 
-A loss or val score that is not finite, or a train loss a hundred times what a uniform guess scores (ln C for C
-classes), stops the training as diverged: its weights are lost (train.lr=100 on the synthetic set gave epoch losses
-of 2423, then 47, and a model that predicts one class). A training that ends with a best val mIoU no better than
+A loss or val score that is not finite, or a train loss ten times what a uniform guess scores (ln C for C classes),
+stops the training as diverged: its weights are lost (train.lr=10 on the synthetic set gave an epoch loss of 25 and
+a model that predicts one class everywhere). A training that ends with a best val mIoU no better than
 predicting the val split's most frequent class everywhere is finished and logged like any other, but never
 registered: it would otherwise become champion of a fresh store.
 """
@@ -12,8 +12,10 @@ import math
 
 from pipeline.errors import UserError
 
-EXPLODED_FACTOR = 100  # a diverged run's first epoch was ~1000x ln(C); a healthy one's stays below ln(C)
-ROSE_FACTOR = 10  # an epoch's train loss this far above a uniform guess's says the step is too large
+# An epoch's mean train loss this many times a uniform guess's (ln C) is a diverged training. Set on real data
+# (default recipe, 2 epochs, fp32): healthy first epochs stay below 1x (synthetic 0.48x, MSRC-v2 0.90x), while
+# train.lr=10 gave 14x on synthetic and 22x on MSRC-v2, and lr=100 1800x (a model predicting one class)
+EXPLODED_FACTOR = 10
 NOT_REGISTERED_TAG = "segmentation.not_registered"
 
 
@@ -58,12 +60,12 @@ def steadier(recipe) -> str:
 def registration_refusal(best_val_miou: float, majority_val_miou: float | None, history: list[dict], recipe,
                          num_classes: int) -> str | None:
     """Why this training's model must not be registered, or None: its best val mIoU is not above the majority-class
-    predictor's on the same val split. The likely cause: a train loss that rose over the epochs, or went far above a
-    uniform guess's, says the step was too large; otherwise the training was too short to learn."""
+    predictor's on the same val split. The likely cause: a train loss that rose over the epochs says the step was too
+    large; otherwise the training was too short to learn."""
     if majority_val_miou is None or best_val_miou > majority_val_miou:
         return None
     losses = [row["train_loss"] for row in history]
-    if losses[-1] > losses[0] or max(losses) > ROSE_FACTOR * uniform_guess_loss(num_classes):
+    if losses[-1] > losses[0]:
         cause = f"the train loss rose: train.lr (now {recipe.lr:g}) is likely too high"
     else:
         cause = (f"it learned too little: raise train.epochs (now {recipe.epochs}) or check train.lr "
