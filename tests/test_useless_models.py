@@ -60,7 +60,7 @@ def test_a_far_too_large_step_is_never_registered(processed, tmp_path, lr):
     else:  # finished: logged, tagged with the reason, not registered
         client, run = only_run(tmp_path)
         assert run.data.tags[NOT_REGISTERED_TAG].startswith("not registered: best val mIoU")
-        assert run.data.metrics["best_val_miou"] <= run.data.metrics["val_miou_majority_class"]
+        assert run.data.metrics["best_val_miou"] <= 1.1 * run.data.metrics["val_miou_majority_class"]
     assert client.search_model_versions() == [] and client.search_registered_models() == []
 
 
@@ -68,7 +68,7 @@ def test_a_healthy_short_run_is_registered_with_its_baseline_logged(processed, t
     best = train(params(tmp_path, 0.01, epochs=2), processed, outputs(tmp_path))
     client, run = only_run(tmp_path)
     assert NOT_REGISTERED_TAG not in run.data.tags
-    assert best["val_miou"] > run.data.metrics["val_miou_majority_class"] > 0
+    assert best["val_miou"] > 1.1 * run.data.metrics["val_miou_majority_class"] > 0
     (version,) = client.search_model_versions()
     assert version.run_id == run.info.run_id
 
@@ -97,6 +97,7 @@ def test_the_refusal_names_the_likely_cause():
     short = registration_refusal(0.1, 0.2, [{"train_loss": 1.6}, {"train_loss": 1.2}], recipe, 6)
     assert "raise train.epochs (now 3)" in short
     assert registration_refusal(0.3, 0.2, [{"train_loss": 1.6}], recipe, 6) is None
+    assert registration_refusal(0.21, 0.2, [{"train_loss": 1.6}], recipe, 6) is not None  # a hair above: one class
     with pytest.raises(TrainingDiverged, match=r"train_loss 25.45, over 17.9"):
         check_not_exploded(1, 25.45, 6, recipe)
     check_not_exploded(1, 2.8, 23, recipe)  # a healthy first epoch on MSRC-v2
