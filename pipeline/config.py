@@ -433,16 +433,8 @@ class Params(_Block):
     def _smp_encoder_exists(self) -> Params:
         """Checked when model is smp only: the list comes from importing smp and timm (1.5-4 s), which every
         stage, download included, would otherwise pay for an unused block."""
-        if self.model != "smp":
-            return self
-        from segmentation_models_pytorch.encoders import get_encoder_names
-
-        name, names = self.models.smp.encoder, get_encoder_names()
-        if name not in names:
-            close = difflib.get_close_matches(name, names, n=1)
-            hint = f" (did you mean '{close[0]}'?)" if close else ""
-            raise _invalid("models.smp.encoder", f"unknown encoder {quote(name)}{hint}; segmentation_models_pytorch."
-                                                 f"encoders.get_encoder_names() lists the {len(names)} allowed")
+        if self.model == "smp" and (problem := smp_encoder_problem(self.models.smp.encoder)):
+            raise _invalid("models.smp.encoder", problem)
         return self
 
     @model_validator(mode="after")
@@ -482,6 +474,23 @@ class Params(_Block):
             raise _invalid("train.freeze_encoder_epochs", f"{self.train.freeze_encoder_epochs} needs a model with a "
                            f"pretrained encoder ({', '.join(PRETRAINED_MODELS)}), got {{0}}: {self.model}", "model")
         return self
+
+
+def smp_encoder_problem(name: str) -> str | None:
+    """What is wrong with an smp encoder name (params.yaml's, or a model file's); None if nothing is. Only the names
+    smp builds from its own code are allowed: a `tu-hf-hub:` or other hub name would make building download."""
+    from segmentation_models_pytorch.encoders import get_encoder_names
+
+    names = get_encoder_names()
+    if name in names:
+        return None
+    if any(mark in name for mark in ("hf-hub", ":", "/")):
+        return (f"{quote(name)} names a model on a hub, which building would fetch; an encoder is one of the "
+                f"{len(names)} in segmentation_models_pytorch.encoders.get_encoder_names()")
+    close = difflib.get_close_matches(name, names, n=1)
+    hint = f" (did you mean '{close[0]}'?)" if close else ""
+    return (f"unknown encoder {quote(name)}{hint}; segmentation_models_pytorch.encoders.get_encoder_names() lists "
+            f"the {len(names)} allowed")
 
 
 Block = TypeVar("Block", bound=BaseModel)
