@@ -116,7 +116,9 @@ def register_and_promote(model_uri: str, name: str, measurement: Measurement, va
     if champion is None or not measurement.comparable(Measurement.from_tags(champion.tags)):
         reason = ("its val split is a data.subset.val subset" if not measurement.full_val else
                   "its val data or classes differ from the champion's")
-        log.info(f"registered {name} version {version.version}; not a candidate for @{CHAMPION}: {reason}")
+        log.info(f"registered {name} version {version.version}; not a candidate for @{CHAMPION}: {reason}. To start a "
+                 "new comparison line on purpose (new val data or classes), train with another mlflow.experiment: "
+                 "its models are registered under a new name, with their own champion")
     return version
 
 
