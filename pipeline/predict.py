@@ -249,7 +249,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         parser.error(f"several images share the name stem {', '.join(duplicates)}: their outputs would collide")
 
     model = open_model(args.model, args.device, args.backend)
-    errors = predict_files(model, images, args.out, image_size=args.image_size, hflip=args.hflip)
+    try:
+        errors = predict_files(model, images, args.out, image_size=args.image_size, hflip=args.hflip)
+    except UserError as error:  # no space left for the outputs, a graph whose logits do not fit its class names
+        raise fail(error) from None
     for message in errors:
         print(f"error: {message}", file=sys.stderr)
     if errors:
