@@ -25,6 +25,7 @@ from mlflow.entities.model_registry import ModelVersion
 
 from pipeline.digest import file_digest
 from pipeline.errors import UserError
+from pipeline.secrets import redact
 
 log = logging.getLogger(__name__)
 
@@ -93,8 +94,6 @@ def check_rights_to_register(name: str) -> None:
     except mlflow.exceptions.MlflowException as error:
         if error.get_http_status_code() not in (401, 403):
             raise
-        from pipeline.tracking import redact  # tracking imports this module
-
         user = os.environ.get("MLFLOW_TRACKING_USERNAME")
         raise RegistryRightsError(
             f"the MLflow server {redact(mlflow.get_tracking_uri())} does not let "

@@ -20,6 +20,7 @@ from pipeline.models.portable import FILE_NAME, IN_MLFLOW_MODEL, PortableModelEr
 from pipeline.models.registry import build_model, rebuild_params
 from pipeline.models.segmenter import SegmentationModel
 from pipeline.models.torch_files import UNREADABLE, function_called, load_tensors
+from pipeline.secrets import redact
 
 REQUIRED_KEYS = ("architecture", "model_params", "class_names", "state_dict", "image_size")
 NOT_OURS = (f"a model logged by this project has {IN_MLFLOW_MODEL.as_posix()}; models in MLflow's pickle format "
@@ -131,8 +132,6 @@ def not_downloaded(error: Exception, file_name: str, missing: str) -> str:
     URI names nothing (no such model, alias or run), or the model is there without that file (`missing` says
     what then)."""
     import mlflow
-
-    from pipeline.tracking import redact  # tracking imports this module
 
     status = error.get_http_status_code() if isinstance(error, mlflow.exceptions.MlflowException) else None
     server = f"the MLflow server {redact(mlflow.get_tracking_uri())}"
