@@ -1,6 +1,7 @@
 """Write-then-rename helpers, so a failing stage never leaves a half-written output behind."""
 from __future__ import annotations
 
+import errno
 import fcntl
 import glob
 import os
@@ -9,6 +10,39 @@ import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
+
+from pipeline.errors import UserError
+
+# a full disk, a file-size limit (ulimit -f, RLIMIT_FSIZE), a full quota
+NO_SPACE = {errno.ENOSPC, errno.EFBIG, errno.EDQUOT}
+
+
+class NoSpaceError(UserError, OSError):
+    """An output could not be written for want of space; the file it was to replace is as it was."""
+
+
+def space_problem(error: BaseException) -> OSError | None:
+    """The out-of-space OSError behind `error`, if any: writers wrap it (torch.save raises a RuntimeError about
+    its zip once the OSError has interrupted it), so the exception chain is searched."""
+    seen: set[int] = set()
+    while error is not None and id(error) not in seen:
+        seen.add(id(error))
+        if isinstance(error, OSError) and error.errno in NO_SPACE:
+            return error
+        error = error.__cause__ or error.__context__
+    return None
+
+
+@contextmanager
+def said_when_out_of_space(path: Path) -> Iterator[None]:
+    """Out of space while writing `path`: one line naming it, instead of the writer's tracebacks (44 lines for a
+    torch checkpoint)."""
+    try:
+        yield
+    except Exception as error:
+        if (cause := space_problem(error)) is None:
+            raise
+        raise NoSpaceError(f"no space left writing {path} ({cause.strerror}); nothing was replaced") from None
 
 
 def current_umask() -> int:
@@ -28,7 +62,8 @@ def atomic_path(path: Path) -> Iterator[Path]:
     try:
         fcntl.flock(fd, fcntl.LOCK_EX)
         tmp.chmod(0o666 & ~current_umask())  # mkstemp makes files private; the output is an ordinary file
-        yield tmp
+        with said_when_out_of_space(path):
+            yield tmp
         os.replace(tmp, path)
     finally:
         tmp.unlink(missing_ok=True)
@@ -74,7 +109,8 @@ def atomic_dir(path: Path) -> Iterator[Path]:
     tmp = Path(tempfile.mkdtemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp"))
     tmp.chmod(0o777 & ~current_umask())
     try:
-        yield tmp
+        with said_when_out_of_space(path):
+            yield tmp
         if path.exists():
             shutil.rmtree(path)
         os.replace(tmp, path)

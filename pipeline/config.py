@@ -92,16 +92,41 @@ Int = Annotated[int, Strict()]  # no bools, no "8", no 8.0
 Str = Annotated[str, Strict()]
 Bool = Annotated[bool, Strict()]
 Float = Annotated[float, Strict(), BeforeValidator(_float_from_text)]  # ints become floats; bools are refused
-Count = Annotated[Int, Field(ge=1)]
-NonNegativeInt = Annotated[Int, Field(ge=0)]
-PositiveFloat = Annotated[Float, Field(gt=0)]
-NonNegativeFloat = Annotated[Float, Field(ge=0)]
+# Every number has an upper bound a real run could need, so no value makes validation or the first allocation
+# exhaust the machine (a depth of 10**12 made 2**depth a 23 GB integer). The bounds, and why each suffices:
+MAX_EPOCHS = 10_000  # ImageNet-scale schedules run a few hundred; also below loop.RANK_SEED_STRIDE
+MAX_IMAGES = 10_000_000  # images in a split: ADE20K has 20210, the largest public segmentation sets a few million
+MAX_BATCH = 4096  # images a step: large-batch segmentation runs use a few hundred across many GPUs
+MAX_CHANNELS = 1024  # a layer's width: U-Nets start at 16-64, smp's widest decoder stage has 256
+MAX_DEPTH = 12  # poolings: 2**12 = MAX_IMAGE_SIZE, the largest side a model is trained at
+MAX_DRAWS = 64  # crops of one image an epoch, samples a figure shows: more repeats the same pixels
+MAX_PATIENCE = MAX_EPOCHS  # epochs counted by patience, warmup, freezing, progress snapshots
+MAX_SEED = 2**31 - 1  # numpy takes seeds below 2**32; the seed of an epoch adds the epoch and 100000 per rank
+MAX_PROCESSES = 64  # processes on one node: a node holds 8-16 GPUs
+MAX_THREADS = 1024  # CPU threads or loader workers: the largest servers have a few hundred cores
+MAX_LR = 10.0  # learning rates run 1e-5..1 (SGD on large batches); 10 diverges whatever the model
+MAX_FACTOR = 100.0  # weight decay, poly power, focal gamma, a class weight: real ones are 0..10
+MAX_NORM = 1e6  # gradient clipping norm: 0.1..10 in practice; above this it never clips
+MAX_SCALE = 4.0  # a test-time scale: 4 x MAX_IMAGE_SIZE is already a 16384-pixel side
+MAX_LIST = 16  # test-time scales, multiscale inputs, decoder stages: real ones have 1-5
+Epochs = Annotated[Int, Field(ge=1, le=MAX_EPOCHS)]
+EpochCount = Annotated[Int, Field(ge=0, le=MAX_PATIENCE)]
+Images = Annotated[Int, Field(ge=1, le=MAX_IMAGES)]
+Batch = Annotated[Int, Field(ge=1, le=MAX_BATCH)]
+Channels = Annotated[Int, Field(ge=1, le=MAX_CHANNELS)]
+Depth = Annotated[Int, Field(ge=1, le=MAX_DEPTH)]
+Draws = Annotated[Int, Field(ge=1, le=MAX_DRAWS)]
+Seed = Annotated[Int, Field(ge=0, le=MAX_SEED)]
+LearningRate = Annotated[Float, Field(gt=0, le=MAX_LR)]
+Factor = Annotated[Float, Field(ge=0, le=MAX_FACTOR)]
+Threads = Annotated[Int, Field(ge=0, le=MAX_THREADS)]
 Probability = Annotated[Float, Field(ge=0, le=1)]
 BelowOne = Annotated[Float, Field(ge=0, lt=1)]  # [0, 1): dropout, momentum, scale_limit
 # Sides in pixels a model is trained and run at: data.image_size, a checkpoint's or MLflow model's image_size and
 # predict's --image-size alike. 4096 squared is already a 200 MB input tensor; a file claiming 100000 would make
 # torch ask for 120 GB.
 MIN_IMAGE_SIZE, MAX_IMAGE_SIZE = 16, 4096
+Side = Annotated[Int, Field(ge=MIN_IMAGE_SIZE, le=MAX_IMAGE_SIZE)]
 
 
 def image_size_problem(size: Any) -> str | None:
@@ -110,6 +135,36 @@ def image_size_problem(size: Any) -> str | None:
     if isinstance(size, int) and not isinstance(size, bool) and MIN_IMAGE_SIZE <= size <= MAX_IMAGE_SIZE:
         return None
     return f"{quote(size)} is not a side in pixels within {MIN_IMAGE_SIZE}..{MAX_IMAGE_SIZE} (as data.image_size)"
+
+
+# Classes a model segments: masks are uint8 with 255 meaning "ignore", so at most 255; a name is a label in legends
+# and cards (ADE20K's longest is 19 characters): 100 is room for any, and keeps a crafted file from drawing a
+# 500,000-pixel-wide legend.
+MAX_CLASSES, MAX_CLASS_NAME = 255, 100
+
+
+def class_names_problem(names: Any) -> str | None:
+    """What is wrong with a list of class names read from a file (a model's metadata, a dataset's classes.txt), checked
+    like voc_layout.classes before any network is built for them; None if nothing is."""
+    if not isinstance(names, list) or not 1 <= len(names) <= MAX_CLASSES:
+        count = f"{len(names)} items" if isinstance(names, list) else quote(names)
+        return f"expected a list of 1..{MAX_CLASSES} names (a uint8 mask holds no more), got {count}"
+    bad = next((name for name in names if not isinstance(name, str) or not 1 <= len(name) <= MAX_CLASS_NAME), None)
+    if bad is not None:
+        return f"expected names of 1..{MAX_CLASS_NAME} characters, got {quote(bad)}"
+    if len(set(names)) < len(names):
+        twice = next(name for index, name in enumerate(names) if name in names[:index])
+        return f"names must be unique, {quote(twice)} appears twice"
+    return None
+
+
+def _unique_class_names(names: list[str] | None) -> list[str] | None:
+    if names is not None and (problem := class_names_problem(names)):
+        raise _invalid("", problem)
+    return names
+
+
+ClassNames = Annotated[list[Str] | None, AfterValidator(_unique_class_names)]
 
 
 def _invalid(field: str, detail: str, *related: str) -> PydanticCustomError:
@@ -134,9 +189,9 @@ class _Block(BaseModel):
 
 
 class SyntheticParams(_Block):
-    num_train: Count = 90  # small enough for a CPU run of a few minutes
-    num_val: Count = 60
-    seed: Int = 0
+    num_train: Images = 90  # small enough for a CPU run of a few minutes
+    num_val: Images = 60
+    seed: Seed = 0
 
 
 class Voc2012Params(_Block):
@@ -150,12 +205,12 @@ class Ade20kParams(_Block):
 
 
 class VocLayoutParams(_Block):
-    classes: list[Str] | None = None  # class names when the root has no classes.txt
+    classes: ClassNames = None  # class names when the root has no classes.txt
 
 
 class SingleClassParams(_Block):
     val_fraction: Annotated[Float, Field(gt=0, lt=1)] = 0.2  # per class, for folders without train/ and val/
-    split_seed: Int = 0
+    split_seed: Seed = 0
 
 
 Byte = Annotated[Int, Field(ge=0, le=255)]
@@ -180,21 +235,15 @@ def _seconds_from_duration(value: Any) -> Any:
     return float(match[1]) * DURATION_UNITS[match[2]]
 
 
-def _at_most_a_week(seconds: float) -> float:
-    if seconds > MAX_TIME_BUDGET:
-        raise _invalid("", f"at most a week ({MAX_TIME_BUDGET} s), got {seconds:g} s: plan longer trainings in epochs")
-    return seconds
-
-
-Duration = Annotated[Float, Field(gt=0), AfterValidator(_at_most_a_week), BeforeValidator(_seconds_from_duration)]
+Duration = Annotated[Float, Field(gt=0, le=MAX_TIME_BUDGET), BeforeValidator(_seconds_from_duration)]
 
 
 class FolderParams(_Block):
     """data.root/images/* + data.root/masks/*, paired by file stem (pipeline/data/sources/folder.py)."""
-    classes: list[Str] | None = None  # class names, when data.root has no classes.txt
+    classes: ClassNames = None  # class names, when data.root has no classes.txt
     colors: dict[Str, tuple[Byte, Byte, Byte]] | None = None  # RGB-coded masks: class name -> [R, G, B]
     val_fraction: Annotated[Float, Field(gt=0, lt=1)] = 0.2  # without train/ and val/ subfolders
-    split_seed: Int = 0
+    split_seed: Seed = 0
 
 
 # the repository's own empty datasets/ folder: the default data.root, which DVC needs to be a path it can hash
@@ -203,8 +252,8 @@ NO_ROOT = "datasets"
 
 
 class SubsetParams(_Block):
-    train: Count | None = None  # a seeded random subset of this many training images; null: all
-    val: Count | None = None
+    train: Images | None = None  # a seeded random subset of this many training images; null: all
+    val: Images | None = None
 
 
 class DataParams(_Block):
@@ -214,7 +263,7 @@ class DataParams(_Block):
     # datasets (an empty folder of this repository), means none: synthetic is generated, voc2012 and ade20k downloaded
     root: Str = NO_ROOT
     download_dir: Str = "data/downloads"  # archives land here; an archive downloaded by hand and put here is used
-    image_size: Annotated[Int, Field(ge=MIN_IMAGE_SIZE, le=MAX_IMAGE_SIZE)] = 256
+    image_size: Side = 256
     on_bad_sample: BadSamplePolicy = "error"
     subset: SubsetParams = Field(default_factory=SubsetParams)
     synthetic: SyntheticParams = Field(default_factory=SyntheticParams)
@@ -240,10 +289,10 @@ class _ModelBlock(_Block):
     """A `models.<name>` block: the architecture's params plus the recipe values this model trains best with
     (RECIPE_KEYS), used where train.lr, train.epochs or augment.crops_per_image says `auto`, so `-S model=<name>`
     alone brings the model's recipe; the values used are in reports/train/resolved.json, columns of `dvc exp show`."""
-    lr: PositiveFloat = 0.001  # train.lr when that is auto
-    epochs: Count = 4  # train.epochs when that is auto: a schedule that ends within ten minutes on MSRC-v2 in fp32
+    lr: LearningRate = 0.001  # train.lr when that is auto
+    epochs: Epochs = 4  # train.epochs when that is auto: a schedule that ends within ten minutes on MSRC-v2 in fp32
     # (and a complete one on the synthetic default, which peaks by then: 0.66-0.68 over 4 seeds)
-    crops_per_image: Count = 2  # augment.crops_per_image when that is auto
+    crops_per_image: Draws = 2  # augment.crops_per_image when that is auto
 
     def architecture(self) -> dict[str, Any]:
         """The params the architecture's builder takes (and checkpoints record): the block without its recipe."""
@@ -255,36 +304,36 @@ RECIPE_KEYS = {"train": ("lr", "epochs"), "augment": ("crops_per_image",)}
 
 
 class UNetParams(_ModelBlock):
-    lr: PositiveFloat = 0.003  # small from-scratch U-Nets underfit at 1e-3 in 12 epochs (benchmarks/recipe.py)
-    base_channels: Count = 16  # 8 is too narrow for photos (MSRC-v2: 0.10 against 0.14 mIoU)
-    depth: Count = 5  # poolings: at 256² the deepest features see the whole image (4 missed large shapes)
+    lr: LearningRate = 0.003  # small from-scratch U-Nets underfit at 1e-3 in 12 epochs (benchmarks/recipe.py)
+    base_channels: Channels = 16  # 8 is too narrow for photos (MSRC-v2: 0.10 against 0.14 mIoU)
+    depth: Depth = 5  # poolings: at 256² the deepest features see the whole image (4 missed large shapes)
     bilinear: Bool = True
     dropout: BelowOne = 0.0
     residual: Bool = True  # shortcuts around the double convolutions: 0.24 against 0.18 on MSRC-v2 (unet.py)
 
 
 class ResNet34UNetParams(_ModelBlock):
-    epochs: Count = 5  # 1 crop an image: 5 epochs of MSRC-v2 take about 480 s in fp32 on 2 cores
-    crops_per_image: Count = 1  # a resnet34 crop costs 2x a unet one: one per image keeps 4 epochs within 10 minutes
+    epochs: Epochs = 5  # 1 crop an image: 5 epochs of MSRC-v2 take about 480 s in fp32 on 2 cores
+    crops_per_image: Draws = 1  # a resnet34 crop costs 2x a unet one: one per image keeps 4 epochs within 10 minutes
     encoder_weights: Str = "imagenet"  # imagenet (Hugging Face cache, fetched once) | none | path to .pth/.safetensors
-    decoder_channels: Annotated[tuple[Count, ...], Field(min_length=1)] = (256, 128, 64, 32, 16)
+    decoder_channels: Annotated[tuple[Channels, ...], Field(min_length=1, max_length=MAX_LIST)] = (256, 128, 64, 32, 16)
 
 
 class MultiScaleUNetParams(_ModelBlock):
-    lr: PositiveFloat = 0.001  # 0.003 costs it 0.035 mIoU on MSRC-v2
-    epochs: Count = 5  # 85 s an epoch of MSRC-v2 in fp32 on 2 cores: 5 end within ten minutes
+    lr: LearningRate = 0.001  # 0.003 costs it 0.035 mIoU on MSRC-v2
+    epochs: Epochs = 5  # 85 s an epoch of MSRC-v2 in fp32 on 2 cores: 5 end within ten minutes
     # the image at these sides, each fused into the encoder
-    scales: Annotated[tuple[Count, ...], Field(min_length=1)] = (256, 128, 64)
-    base_channels: Count = 16
-    depth: Count = 4
-    stem_channels: Count = 16
+    scales: Annotated[tuple[Side, ...], Field(min_length=1, max_length=MAX_LIST)] = (256, 128, 64)
+    base_channels: Channels = 16
+    depth: Depth = 4
+    stem_channels: Channels = 16
     bilinear: Bool = True
     dropout: BelowOne = 0.0
 
 
 class SmpParams(_ModelBlock):
-    epochs: Count = 5  # the default network is resnet34_unet's: its recipe, which ends within ten minutes on MSRC-v2
-    crops_per_image: Count = 1
+    epochs: Epochs = 5  # the default network is resnet34_unet's: its recipe, which ends within ten minutes on MSRC-v2
+    crops_per_image: Draws = 1
     decoder: Literal["Unet", "UnetPlusPlus", "FPN", "DeepLabV3Plus"] = "Unet"
     encoder: Str = "resnet34"  # any name in segmentation_models_pytorch.encoders.get_encoder_names()
     encoder_weights: Str = "imagenet"  # imagenet (Hugging Face cache, fetched once) | none | path to .pth/.safetensors
@@ -307,41 +356,45 @@ POOLING_MODELS = tuple(name for name, info in ModelsParams.model_fields.items() 
 
 class DistributedParams(_Block):
     """Data parallelism (pipeline/training/distributed.py): one process per device, launched through torchrun."""
-    nproc_per_node: Count = 1  # processes (devices) on this node; above 1 the train stage re-launches via torchrun
+    # processes (devices) on this node; above 1 the train stage re-launches via torchrun
+    nproc_per_node: Annotated[Int, Field(ge=1, le=MAX_PROCESSES)] = 1
     # auto: on for several GPUs with a small per-process batch (distributed.SMALL_BATCH)
     sync_batchnorm: Annotated[Bool | Literal["auto"], _or_auto("true, false")] = "auto"
 
 
 class TrainParams(_Block):
-    epochs: Annotated[Count | Literal["auto"], _or_auto("an int >= 1")] = "auto"  # auto: models.<model>.epochs
+    # auto: models.<model>.epochs
+    epochs: Annotated[Epochs | Literal["auto"], _or_auto(f"an int in 1..{MAX_EPOCHS}")] = "auto"
     # seconds (or 10m, 2h) the whole schedule, validation included, ends within on this machine: the epochs are
     # resolved from a short timed probe (training/budget.py); null: off. Needs epochs: auto
     time_budget: Duration | None = None
-    batch_size: Count = 4  # per step (2 gives more steps but trained resnet34_unet worse on MSRC-v2)
+    batch_size: Batch = 4  # per step (2 gives more steps but trained resnet34_unet worse on MSRC-v2)
     optimizer: OptimizerName = "adamw"
-    lr: Annotated[PositiveFloat | Literal["auto"], _or_auto("a float > 0")] = "auto"  # auto: models.<model>.lr
+    lr: Annotated[LearningRate | Literal["auto"], _or_auto(f"a float in (0, {MAX_LR:g}]")] = "auto"  # auto: models.*.lr
     momentum: BelowOne = 0.9  # sgd only
-    weight_decay: NonNegativeFloat = 0.0001
+    weight_decay: Factor = 0.0001
     scheduler: SchedulerName = "poly"
-    warmup_epochs: NonNegativeInt = 0  # linear warmup over this many epochs' iterations, below epochs
-    poly_power: PositiveFloat = 0.9
-    plateau_patience: NonNegativeInt = 2
+    warmup_epochs: EpochCount = 0  # linear warmup over this many epochs' iterations, below epochs
+    poly_power: Annotated[Factor, Field(gt=0)] = 0.9
+    plateau_patience: EpochCount = 2
     plateau_factor: Annotated[Float, Field(gt=0, lt=1)] = 0.5
     loss: LossName = "ce"
-    class_weights: list[NonNegativeFloat] | Literal["balanced"] | None = None  # one per class, or balanced
-    focal_gamma: NonNegativeFloat = 2.0
+    # one per class (at most MAX_CLASSES), or balanced
+    class_weights: list[Factor] | Literal["balanced"] | None = None
+    focal_gamma: Factor = 2.0
     precision: PrecisionName = "auto"
-    grad_clip_norm: NonNegativeFloat = 0.0  # 0: no clipping
-    early_stopping_patience: NonNegativeInt = 0  # stop after this many epochs without a better val mIoU; 0: never
-    freeze_encoder_epochs: NonNegativeInt = 0  # models with a pretrained encoder: train only the decoder at first
+    grad_clip_norm: Annotated[Float, Field(ge=0, le=MAX_NORM)] = 0.0  # 0: no clipping
+    early_stopping_patience: EpochCount = 0  # stop after this many epochs without a better val mIoU; 0: never
+    freeze_encoder_epochs: EpochCount = 0  # models with a pretrained encoder: train only the decoder at first
     init_from: Str | None = None  # start from a checkpoint path or an MLflow model URI
-    progress_every: Count = 2  # epochs between the val predictions kept for the progress GIF
+    progress_every: Annotated[EpochCount, Field(ge=1)] = 2  # epochs between the val predictions kept for the GIF
     device: DeviceName = "auto"  # cuda, then mps, then cpu
-    seed: Int = 42
+    seed: Seed = 42
     deterministic: Bool = False  # torch's deterministic algorithms (slower on GPUs)
-    num_workers: Annotated[NonNegativeInt | Literal["auto"], _or_auto("an int >= 0")] = "auto"  # 0 on a CPU, 8 per GPU
+    # auto: 0 on a CPU, 8 per GPU
+    num_workers: Annotated[Threads | Literal["auto"], _or_auto(f"an int in 0..{MAX_THREADS}")] = "auto"
     # auto: the cores shared among the trainings running on this machine (training/threads.py); 0: torch's default
-    num_threads: Annotated[NonNegativeInt | Literal["auto"], _or_auto("an int >= 0")] = "auto"
+    num_threads: Annotated[Threads | Literal["auto"], _or_auto(f"an int in 0..{MAX_THREADS}")] = "auto"
     distributed: DistributedParams = Field(default_factory=DistributedParams)
 
     @model_validator(mode="after")
@@ -357,15 +410,18 @@ class TrainParams(_Block):
     @field_validator("class_weights")
     @classmethod
     def _some_weight_positive(cls, weights: list[float] | str | None) -> list[float] | str | None:
+        if isinstance(weights, list) and len(weights) > MAX_CLASSES:
+            raise _invalid("", f"expected one weight per class, at most {MAX_CLASSES}; got {len(weights)}")
         if isinstance(weights, list) and sum(weights) <= 0:
             raise _invalid("", f"expected non-negative weights, not all zero; got {quote(weights)}")
         return weights
 
 
 class AugmentParams(_Block):
-    crop_size: NonNegativeInt = 192  # train on random crops of this size (0 or >= data.image_size: whole images)
+    # train on random crops of this size (0 or >= data.image_size: whole images)
+    crop_size: Annotated[Int, Field(ge=0, le=MAX_IMAGE_SIZE)] = 192
     # draws of each training image per epoch, each a new random crop and flip; auto: models.<model>.crops_per_image
-    crops_per_image: Annotated[Count | Literal["auto"], _or_auto("an int >= 1")] = "auto"
+    crops_per_image: Annotated[Draws | Literal["auto"], _or_auto(f"an int in 1..{MAX_DRAWS}")] = "auto"
     hflip: Probability = 0.5
     scale_limit: BelowOne = 0.2
     rotate_limit: Annotated[Float, Field(ge=0, le=180)] = 10.0
@@ -381,14 +437,16 @@ class AugmentParams(_Block):
 
 
 class EvaluateParams(_Block):
-    batch_size: Count = 8
+    batch_size: Batch = 8
     device: DeviceName = "auto"
     tta_hflip: Bool = False  # also predict the mirrored image and average the probabilities
-    tta_scales: Annotated[list[PositiveFloat], Field(min_length=1)] = [1.0]  # input scales averaged at test time
+    # input scales averaged at test time
+    tta_scales: Annotated[list[Annotated[Float, Field(gt=0, le=MAX_SCALE)]],
+                          Field(min_length=1, max_length=MAX_LIST)] = [1.0]
 
 
 class PlotParams(_Block):
-    num_samples: Count = 4
+    num_samples: Draws = 4
 
 
 class MlflowParams(_Block):
@@ -430,16 +488,8 @@ class Params(_Block):
     def _smp_encoder_exists(self) -> Params:
         """Checked when model is smp only: the list comes from importing smp and timm (1.5-4 s), which every
         stage, download included, would otherwise pay for an unused block."""
-        if self.model != "smp":
-            return self
-        from segmentation_models_pytorch.encoders import get_encoder_names
-
-        name, names = self.models.smp.encoder, get_encoder_names()
-        if name not in names:
-            close = difflib.get_close_matches(name, names, n=1)
-            hint = f" (did you mean '{close[0]}'?)" if close else ""
-            raise _invalid("models.smp.encoder", f"unknown encoder {quote(name)}{hint}; segmentation_models_pytorch."
-                                                 f"encoders.get_encoder_names() lists the {len(names)} allowed")
+        if self.model == "smp" and (problem := smp_encoder_problem(self.models.smp.encoder)):
+            raise _invalid("models.smp.encoder", problem)
         return self
 
     @model_validator(mode="after")
@@ -480,6 +530,23 @@ class Params(_Block):
             raise _invalid("train.freeze_encoder_epochs", f"{self.train.freeze_encoder_epochs} needs a model with a "
                            f"pretrained encoder ({', '.join(PRETRAINED_MODELS)}), got {{0}}: {self.model}", "model")
         return self
+
+
+def smp_encoder_problem(name: str) -> str | None:
+    """What is wrong with an smp encoder name (params.yaml's, or a model file's); None if nothing is. Only the names
+    smp builds from its own code are allowed: a `tu-hf-hub:` or other hub name would make building download."""
+    from segmentation_models_pytorch.encoders import get_encoder_names
+
+    names = get_encoder_names()
+    if name in names:
+        return None
+    if any(mark in name for mark in ("hf-hub", ":", "/")):
+        return (f"{quote(name)} names a model on a hub, which building would fetch; an encoder is one of the "
+                f"{len(names)} in segmentation_models_pytorch.encoders.get_encoder_names()")
+    close = difflib.get_close_matches(name, names, n=1)
+    hint = f" (did you mean '{close[0]}'?)" if close else ""
+    return (f"unknown encoder {quote(name)}{hint}; segmentation_models_pytorch.encoders.get_encoder_names() lists "
+            f"the {len(names)} allowed")
 
 
 Block = TypeVar("Block", bound=BaseModel)
@@ -531,6 +598,8 @@ def load_params(path: Path | str = "params.yaml") -> Params:
         raise ConfigError(f"{path}: not valid YAML ({error})") from error
     except RecursionError:
         raise ConfigError(f"{path}: values nested too deeply to read") from None
+    except ValueError:  # PyYAML's int() of a number longer than Python converts (4300 digits)
+        raise ConfigError(f"{path}: holds a number of thousands of digits; no param takes one") from None
     return parse(Params, raw, "")
 
 
@@ -609,6 +678,8 @@ def _describe(cls: type[BaseModel], error: dict[str, Any], key: str) -> str:
     if kind in _BOUNDS:
         name, sign = _BOUNDS[kind]
         return f"{where}: must be {sign} {ctx[name]}, got {quote(value)}"
+    if kind == "too_long":
+        return f"{where}: must have at most {ctx['max_length']} items, got {ctx['actual_length']}"
     if kind == "too_short":
         need = "must not be empty" if ctx["min_length"] == 1 else f"needs at least {ctx['min_length']} items"
         return f"{where}: {need}, got {quote(value)}"

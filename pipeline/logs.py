@@ -10,16 +10,20 @@ import os
 import sys
 from datetime import timedelta
 
+from pipeline.secrets import guard_outputs
+
 PROJECT_LOGGERS = ("pipeline", "stages")
 MLFLOW_PROGRESS_BAR = "MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR"
 
 
 def configure_logging() -> None:
-    """Call once, at a command's start (a user's own MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR wins)."""
+    """Call once, at a command's start (a user's own MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR wins); secrets are redacted
+    from every line from then on (pipeline/secrets.py)."""
     logging.basicConfig(stream=sys.stdout, format="%(asctime)s %(levelname)s %(message)s",
                         datefmt="%Y-%m-%d %H:%M:%S")
     for name in PROJECT_LOGGERS:
         logging.getLogger(name).setLevel(logging.INFO)
+    guard_outputs()
     if not sys.stderr.isatty():
         os.environ.setdefault(MLFLOW_PROGRESS_BAR, "false")
 

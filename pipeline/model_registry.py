@@ -25,6 +25,7 @@ from mlflow.entities.model_registry import ModelVersion
 
 from pipeline.digest import file_digest
 from pipeline.errors import UserError
+from pipeline.secrets import redact
 
 log = logging.getLogger(__name__)
 
@@ -93,8 +94,6 @@ def check_rights_to_register(name: str) -> None:
     except mlflow.exceptions.MlflowException as error:
         if error.get_http_status_code() not in (401, 403):
             raise
-        from pipeline.tracking import redact  # tracking imports this module
-
         user = os.environ.get("MLFLOW_TRACKING_USERNAME")
         raise RegistryRightsError(
             f"the MLflow server {redact(mlflow.get_tracking_uri())} does not let "
@@ -117,7 +116,9 @@ def register_and_promote(model_uri: str, name: str, measurement: Measurement, va
     if champion is None or not measurement.comparable(Measurement.from_tags(champion.tags)):
         reason = ("its val split is a data.subset.val subset" if not measurement.full_val else
                   "its val data or classes differ from the champion's")
-        log.info(f"registered {name} version {version.version}; not a candidate for @{CHAMPION}: {reason}")
+        log.info(f"registered {name} version {version.version}; not a candidate for @{CHAMPION}: {reason}. To start a "
+                 "new comparison line on purpose (new val data or classes), train with another mlflow.experiment: "
+                 "its models are registered under a new name, with their own champion")
     return version
 
 

@@ -38,6 +38,8 @@ from pipeline.logs import configure_logging
 from pipeline.models.checkpoint import load_model
 from pipeline.models.onnx_graph import OnnxSegmenter, load_onnx
 from pipeline.models.segmenter import SegmentationModel
+from pipeline.reporting.labels import short_name
+from pipeline.secrets import redact
 from pipeline.training.device import pick_device
 
 OVERLAY_ALPHA = 0.5
@@ -51,7 +53,7 @@ LEGEND_FILL, LEGEND_TEXT = (255, 255, 255), (0, 0, 0)
 
 def fail(message: str) -> SystemExit:
     """A user error as one `error: ...` line and exit status 1, without a traceback (MLflow messages span lines)."""
-    return SystemExit("error: " + " ".join(str(message).split()))
+    return SystemExit(redact("error: " + " ".join(str(message).split())))
 
 
 def use_project_store(source: str) -> None:
@@ -171,9 +173,10 @@ def overlay(image: np.ndarray, mask: np.ndarray, background: int | None = BACKGR
 
 
 def legend_entries(mask: np.ndarray, class_names: Sequence[str], background: int | None) -> list[tuple]:
-    """(colour, name) of each class present in the mask that the overlay colours."""
+    """(colour, name) of each class present in the mask that the overlay colours; long names cut short."""
     palette = voc_palette()
-    return [(tuple(int(c) for c in palette[index]), class_names[index] if index < len(class_names) else str(index))
+    return [(tuple(int(c) for c in palette[index]),
+             short_name(class_names[index]) if index < len(class_names) else str(index))
             for index in np.unique(mask).tolist() if index != background]
 
 
@@ -273,7 +276,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     replaced = check_overwrite(images, args.out, args.overwrite)
 
     model = open_model(args.model, args.device, args.backend)
-    written, errors = predict_files(model, images, args.out, image_size=args.image_size, hflip=args.hflip)
+    try:
+        written, errors = predict_files(model, images, args.out, image_size=args.image_size, hflip=args.hflip)
+    except UserError as error:  # no space left for the outputs, a graph whose logits do not fit its class names
+        raise fail(error) from None
     for message in errors:
         print(f"error: {message}", file=sys.stderr)
     report_written(written, args.out, replaced)

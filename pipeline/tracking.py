@@ -41,6 +41,7 @@ from pipeline.models.onnx_graph import OnnxModelError, write_onnx
 from pipeline.models.portable import ARTIFACT_KEY, FILE_NAME, write_portable
 from pipeline.models.segmenter import SegmentationModel
 from pipeline.repo import repo_root, resolve
+from pipeline.secrets import redact, without_credentials
 
 log = logging.getLogger(__name__)
 SQLITE_PREFIX = "sqlite:///"
@@ -85,8 +86,7 @@ def setup_experiment(mlflow_params) -> str:
     """Point MLflow at the project's store and return the experiment id, creating it if needed."""
     uri = resolve_tracking_uri(mlflow_params.tracking_uri)
     mlflow.set_tracking_uri(uri)
-    if is_server(uri):
-        check_reachable(uri, "MLFLOW_TRACKING_URI" if USER_TRACKING_URI else "mlflow.tracking_uri")
+    check_server(mlflow_params.tracking_uri)
     try:
         with store_lock():  # two workers creating a fresh database at once crash in its migration
             return experiment_id(mlflow_params.experiment, local_artifacts(uri, mlflow_params.experiment))
@@ -98,6 +98,14 @@ def setup_experiment(mlflow_params) -> str:
         raise store_error(uri, error) from error
     except OSError as error:
         raise store_error(uri, error) from error
+
+
+def check_server(configured: str) -> None:
+    """If the store (MLFLOW_TRACKING_URI, else `configured`) is a server, that it answers: said in one line before any
+    work. The weights stage calls this too, so it is said before DVC removes train's outputs."""
+    uri = resolve_tracking_uri(configured)
+    if is_server(uri):
+        check_reachable(uri, "MLFLOW_TRACKING_URI" if USER_TRACKING_URI else "mlflow.tracking_uri")
 
 
 def check_reachable(uri: str, key: str) -> None:
@@ -229,19 +237,13 @@ def training_run(experiment_id: str, run_id: str | None, params) -> Iterator[mlf
         mlflow.end_run(RunStatus.to_string(RunStatus.FAILED))
         raise
     mlflow.end_run(RunStatus.to_string(RunStatus.FINISHED))
+    if is_server(mlflow.get_tracking_uri()):  # MLflow's own link printed the password (pipeline/secrets.py)
+        log.info(f"MLflow run {run.info.run_name}: {run_link(run.info.experiment_id, run.info.run_id)}")
 
 
-CREDENTIALS = re.compile(r"(?<=://)[^/@\s]+@|(?<=[?&])(token|key|secret|password|access_token|sig)=[^&\s]*",
-                         re.IGNORECASE)
-
-
-def redact(value):
-    """A value fit to log: `https://user:pass@host` and `?token=...` lose their secrets (also inside lists)."""
-    if isinstance(value, (list, tuple)):
-        return [redact(item) for item in value]
-    if not isinstance(value, str):
-        return value
-    return CREDENTIALS.sub(lambda m: "***@" if m.group(0).endswith("@") else f"{m.group(1)}=***", value)
+def run_link(experiment_id: str, run_id: str) -> str:
+    """The run's page on the tracking server, without the login the tracking URI may hold."""
+    return f"{without_credentials(mlflow.get_tracking_uri()).rstrip('/')}/#/experiments/{experiment_id}/runs/{run_id}"
 
 
 def probe_artifact_store(path: Path, artifact_dir: str) -> None:

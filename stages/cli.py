@@ -23,6 +23,7 @@ from pipeline.config import Params, load_params_or_exit
 from pipeline.errors import UserError
 from pipeline.logs import configure_logging
 from pipeline.repo import repo_root
+from pipeline.secrets import redact
 
 log = logging.getLogger("stages")
 
@@ -122,7 +123,7 @@ def run_stage(description: str, stage: Callable[[Params], None]) -> None:
         try:
             stage(params)
         except (UserError, FileNotFoundError) as error:
-            sys.exit(f"error: {error}")
+            sys.exit(redact(f"error: {error}"))
         except KeyboardInterrupt as stop:  # Ctrl-C or SIGTERM: what stopped where is all the user needs
             if speaks_for_the_stage():  # torchrun's workers stop together
                 print(f"stopped: {stop}" if str(stop) else "stopped by Ctrl-C", file=sys.stderr)

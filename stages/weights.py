@@ -1,4 +1,5 @@
-"""DVC stage: check the params and fetch the chosen model's pretrained encoder weights, before train runs.
+"""DVC stage: check the params, that a tracking server answers, and fetch the chosen model's pretrained encoder
+weights, before train runs.
 
 DVC removes a stage's outputs before it runs the stage's command, so weights that cannot be had (offline and not
 in the Hugging Face cache, a wrong path) used to fail the train stage after models/model.pt and its reports were
@@ -14,6 +15,9 @@ from stages.cli import run_stage
 
 
 def main(params: Params) -> None:
+    from pipeline.tracking import check_server  # MLflow: 2 s to import
+
+    check_server(params.mlflow.tracking_uri)  # an unreachable server is said here, while models/model.pt is still there
     block = params.model_params()
     weights = getattr(block, "encoder_weights", "none")
     record = {"model": params.model, "encoder_weights": weights}

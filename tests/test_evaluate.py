@@ -22,7 +22,7 @@ UNET = {"base_channels": 4, "depth": 2, "bilinear": True, "dropout": 0.0}
 
 def voc_with_lists(root: Path, lists: dict[str, list[int]]) -> Path:
     """A synthetic VOC folder whose split lists name the given sample numbers."""
-    synthetic.generate(root, num_train=6, num_val=4, seed=3)
+    synthetic.generate(root, num_train=10, num_val=1, seed=3)  # synth_00000..09: the lists below pick from them
     lists_dir = root / VOC_SUBDIR / "ImageSets" / "Segmentation"
     for split, numbers in lists.items():
         (lists_dir / f"{split}.txt").write_text("".join(f"synth_{n:05d}\n" for n in numbers))

@@ -128,5 +128,5 @@ def test_an_absurd_image_size_in_a_checkpoint_or_mlflow_model_is_refused_before_
     for source in (tmp_path / "model.pt", tmp_path / "mlflow-model"):
         with pytest.raises(UserError) as error:
             load_model(str(source))
-        assert str(error.value) == (f"{source}: image_size 100000 is not a side in pixels within 16..4096 (as "
-                                    "data.image_size)")
+        assert str(error.value) == (f"{source}: its metadata is refused (image_size: 100000 is not a side in pixels "
+                                    "within 16..4096 (as data.image_size)); nothing was built")

@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import re
 
+from pipeline.secrets import redact
+
 EVALUATION = "Evaluation"
 FILE_NAME = "model_card.md"
 SCORES = (("miou", "mIoU"), ("pixel_accuracy", "pixel accuracy"), ("mean_accuracy", "mean class accuracy"),
@@ -40,7 +42,8 @@ def data_section(params, manifest: dict, data_digest: str, partial: bool, images
                                             if images_used.get(split, count) != count else "")
                       for split, count in splits.items())
     classes = manifest["classes"]
-    lines = [f"- Dataset: `{params.data.dataset}`" + (f" from `{params.data.own_root}`" if params.data.own_root else ""),
+    lines = [f"- Dataset: `{params.data.dataset}`" + (f" from `{redact(params.data.own_root)}`"
+                                                      if params.data.own_root else ""),
              f"- Digest of the processed arrays: `{data_digest}` (the run's dataset input in MLflow)",
              f"- Images: {sizes}, resized to {manifest['image_size']}×{manifest['image_size']}",
              f"- Classes ({len(classes)}): " + ", ".join(f"`{name}`" for name in classes),
@@ -54,7 +57,7 @@ def recipe_section(params, resolved: dict) -> str:
     recipe, augment = params.train, params.augment
     architecture = ", ".join(f"{key}={value}" for key, value in params.model_params().architecture().items())
     rows = [("model", f"`{params.model}` ({architecture})"),
-            *([("fine-tuned from", f"`{recipe.init_from}`")] if recipe.init_from else []),
+            *([("fine-tuned from", f"`{redact(recipe.init_from)}`")] if recipe.init_from else []),
             ("epochs", recipe.epochs), ("batch size", f"{recipe.batch_size} per process, "
                                                       f"{resolved['global_batch_size']} in all"),
             ("optimizer", f"{recipe.optimizer}, lr {recipe.lr:g}, weight decay {recipe.weight_decay:g}"),

@@ -14,12 +14,13 @@ from pathlib import Path
 import torch
 
 from pipeline.atomic import atomic_path
-from pipeline.config import image_size_problem
 from pipeline.errors import UserError
-from pipeline.models.portable import FILE_NAME, IN_MLFLOW_MODEL, PortableModelError, read_portable
+from pipeline.models.metadata import checked_metadata, fit_problem
+from pipeline.models.portable import FILE_NAME, IN_MLFLOW_MODEL, PortableModelError, read_header, read_tensors
 from pipeline.models.registry import build_model, rebuild_params
 from pipeline.models.segmenter import SegmentationModel
 from pipeline.models.torch_files import UNREADABLE, function_called, load_tensors
+from pipeline.secrets import redact
 
 REQUIRED_KEYS = ("architecture", "model_params", "class_names", "state_dict", "image_size")
 NOT_OURS = (f"a model logged by this project has {IN_MLFLOW_MODEL.as_posix()}; models in MLflow's pickle format "
@@ -68,18 +69,38 @@ def load_checkpoint(path: Path) -> SegmentationModel:
 
 def model_from_payload(payload: dict, source) -> SegmentationModel:
     """The network rebuilt from this project's code by architecture name, with the payload's weights; eval, CPU.
-    Its image_size is checked first: predict and evaluate allocate inputs of that side."""
-    architecture = payload["architecture"]
-    if problem := image_size_problem(payload["image_size"]):
-        raise CheckpointError(f"{source}: image_size {problem}")
+    Its metadata and the shapes of its tensors are checked first (metadata.py), so nothing is allocated for a
+    network the file does not hold, and nothing is fetched."""
+    architecture, state_dict = payload["architecture"], payload["state_dict"]
+    shapes = {name: getattr(tensor, "shape", "not a tensor") for name, tensor in state_dict.items()} \
+        if isinstance(state_dict, dict) else {}
+    model_params = check_model_file(payload, shapes, source)
     try:
-        model = build_model(architecture, payload["class_names"], rebuild_params(architecture, payload["model_params"]),
+        model = build_model(architecture, payload["class_names"], rebuild_params(architecture, model_params),
                             payload["image_size"])
-        model.load_state_dict(payload["state_dict"])
-    except (TypeError, ValueError, RuntimeError) as error:  # unknown architecture or params, weights that do not fit
-        raise CheckpointError(f"{source}: its weights do not fit the {architecture!r} model it names ({error})") \
-            from error
+        model.load_state_dict(state_dict)
+    except (TypeError, ValueError, RuntimeError) as error:  # tensors of the right shapes that torch cannot copy
+        raise CheckpointError(f"{source}: its weights do not fit the {architecture!r} model it names "
+                              f"({first_line(error)})") from error
     return model.eval()
+
+
+def check_model_file(config: dict, shapes: dict, source) -> dict:
+    """The file's model params, once its metadata is within params.yaml's bounds and its tensors (`shapes`) are
+    those of the network it names; otherwise a one-line CheckpointError."""
+    try:
+        model_params = checked_metadata(config["architecture"], config["model_params"], config["class_names"],
+                                        config["image_size"])
+    except ValueError as error:
+        raise CheckpointError(f"{source}: its metadata is refused ({error}); nothing was built") from None
+    if problem := fit_problem(config["architecture"], model_params, config["class_names"], config["image_size"],
+                              shapes):
+        raise CheckpointError(f"{source}: {problem}; nothing was built")
+    return model_params
+
+
+def first_line(error: Exception) -> str:
+    return " ".join(str(error).split())[:300] or type(error).__name__
 
 
 def load_model(source: str) -> SegmentationModel:
@@ -112,8 +133,6 @@ def not_downloaded(error: Exception, file_name: str, missing: str) -> str:
     what then)."""
     import mlflow
 
-    from pipeline.tracking import redact  # tracking imports this module
-
     status = error.get_http_status_code() if isinstance(error, mlflow.exceptions.MlflowException) else None
     server = f"the MLflow server {redact(mlflow.get_tracking_uri())}"
     if status == 401:
@@ -131,7 +150,9 @@ def load_mlflow_weights(weights: Path, source: str) -> SegmentationModel:
     if not weights.is_file():
         raise CheckpointError(f"{source}: not an MLflow model of this project ({NOT_OURS})")
     try:
-        payload = read_portable(weights)
+        config, shapes = read_header(weights)
+        check_model_file(config, shapes, source)  # before a byte of the tensors is read
+        payload = {**config, "state_dict": read_tensors(weights)}
     except PortableModelError as error:
         raise CheckpointError(f"{source}: {error}; nothing in it was run") from error
     return model_from_payload(payload, source)

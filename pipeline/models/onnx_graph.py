@@ -20,6 +20,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from pipeline.atomic import atomic_path
+from pipeline.config import class_names_problem, image_size_problem, quote
 from pipeline.errors import UserError
 from pipeline.inference import class_indices
 from pipeline.models.checkpoint import download_model_file
@@ -124,17 +125,38 @@ class OnnxSegmenter(nn.Module):
             self.session = onnxruntime.InferenceSession(str(path), providers=["CPUExecutionProvider"])
         except Exception as error:  # onnxruntime's own exception types: invalid graph, protobuf parse failure
             raise OnnxModelError(f"{path}: not a readable ONNX graph ({first_line(error)})") from error
-        metadata = self.session.get_modelmeta().custom_metadata_map
-        try:
-            self.class_names = json.loads(metadata[CLASS_NAMES_KEY])
-            self.image_size = int(metadata[IMAGE_SIZE_KEY])
-        except (KeyError, ValueError) as error:
-            raise OnnxModelError(f"{path}: an ONNX graph without this project's metadata ({CLASS_NAMES_KEY}, "
-                                  f"{IMAGE_SIZE_KEY}); export it with `python -m pipeline.export`") from error
+        self.class_names, self.image_size = graph_metadata(self.session, path)
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
         inputs = np.ascontiguousarray(images.detach().cpu().numpy(), dtype=np.float32)
-        return torch.from_numpy(self.session.run([OUTPUT_NAME], {INPUT_NAME: inputs})[0])
+        logits = torch.from_numpy(self.session.run([OUTPUT_NAME], {INPUT_NAME: inputs})[0])
+        if logits.ndim != 4 or logits.shape[1] != len(self.class_names):  # a dynamic class axis is known only now
+            raise OnnxModelError(f"the ONNX graph gives logits of shape {tuple(logits.shape)} for "
+                                 f"{len(self.class_names)} class names; expected (batch, classes, height, width)")
+        return logits
+
+
+def graph_metadata(session: onnxruntime.InferenceSession, path: Path) -> tuple[list[str], int]:
+    """The class names and training image size a graph's metadata gives, checked as a checkpoint's are (and against
+    the graph's own inputs and outputs) before anything is allocated for them."""
+    metadata = session.get_modelmeta().custom_metadata_map
+    try:
+        class_names, image_size = json.loads(metadata[CLASS_NAMES_KEY]), int(metadata[IMAGE_SIZE_KEY])
+    except (KeyError, ValueError, RecursionError) as error:
+        raise OnnxModelError(f"{path}: an ONNX graph without this project's metadata ({CLASS_NAMES_KEY}, "
+                             f"{IMAGE_SIZE_KEY}); export it with `python -m pipeline.export`") from error
+    problem = next((f"{key}: {found}" for key, found in (("class_names", class_names_problem(class_names)),
+                                                         ("image_size", image_size_problem(image_size))) if found), None)
+    inputs, outputs = {i.name: i.shape for i in session.get_inputs()}, {o.name: o.shape for o in session.get_outputs()}
+    if not problem and (INPUT_NAME not in inputs or OUTPUT_NAME not in outputs):
+        problem = f"expected an input {INPUT_NAME!r} and an output {OUTPUT_NAME!r}, got {quote(list(inputs))}, " \
+                  f"{quote(list(outputs))}"
+    channels = outputs.get(OUTPUT_NAME, [None, None])[1:2]
+    if not problem and channels and isinstance(channels[0], int) and channels[0] != len(class_names):
+        problem = f"its logits have {channels[0]} channels for {len(class_names)} class names"
+    if problem:
+        raise OnnxModelError(f"{path}: its metadata is refused ({problem}); nothing was run")
+    return class_names, image_size
 
 
 def load_onnx(source: str) -> OnnxSegmenter:

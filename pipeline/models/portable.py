@@ -33,10 +33,17 @@ def write_portable(payload: dict, path: Path) -> Path:
 
 def read_portable(path: Path) -> dict:
     """The payload written by `write_portable`: architecture, model_params, class_names, image_size, state_dict."""
+    config, _ = read_header(path)
+    return {**config, "state_dict": read_tensors(path)}
+
+
+def read_header(path: Path) -> tuple[dict, dict[str, list[int]]]:
+    """The file's metadata (architecture, model_params, class_names, image_size) and the shape of each tensor, read
+    from its JSON header alone: what the tensors would need is known before any is loaded."""
     try:
         with safe_open(str(path), framework="pt", device="cpu") as handle:
             metadata = handle.metadata() or {}
-            state_dict = {name: handle.get_tensor(name) for name in handle.keys()}
+            shapes = {name: handle.get_slice(name).get_shape() for name in handle.keys()}
     except (SafetensorError, OSError) as error:
         raise PortableModelError(f"{path}: not a safetensors file ({error})") from error
     try:
@@ -48,4 +55,12 @@ def read_portable(path: Path) -> dict:
              or not isinstance(config.get(key), kind)]
     if wrong:
         raise PortableModelError(f"{path}: its '{METADATA_KEY}' metadata lacks or mistypes {', '.join(wrong)}")
-    return {**{key: config[key] for key in CONFIG_KEYS}, "state_dict": state_dict}
+    return {key: config[key] for key in CONFIG_KEYS}, shapes
+
+
+def read_tensors(path: Path) -> dict:
+    try:
+        with safe_open(str(path), framework="pt", device="cpu") as handle:
+            return {name: handle.get_tensor(name) for name in handle.keys()}
+    except (SafetensorError, OSError) as error:
+        raise PortableModelError(f"{path}: not a safetensors file ({error})") from error

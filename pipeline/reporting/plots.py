@@ -25,6 +25,7 @@ from PIL import Image  # noqa: E402
 from pipeline.atomic import atomic_path  # noqa: E402
 from pipeline.data.labels import IGNORE_INDEX  # noqa: E402
 from pipeline.data.palette import colorize, voc_palette  # noqa: E402
+from pipeline.reporting.labels import short_name  # noqa: E402
 from pipeline.training.reports import HISTORY_COLUMNS  # noqa: E402
 
 DPI = 100
@@ -44,7 +45,7 @@ def _save(fig: plt.Figure, path: Path) -> None:
 def _class_label(index: int, class_names: Sequence[str]) -> str:
     if index == IGNORE_INDEX:
         return "ignore"
-    return class_names[index] if index < len(class_names) else f"class {index}"
+    return short_name(class_names[index]) if index < len(class_names) else f"class {index}"
 
 
 def _legend_handles(masks: Sequence[np.ndarray], class_names: Sequence[str]) -> list[Patch]:
@@ -97,7 +98,7 @@ def plot_per_class_iou(per_class_iou: dict[str, float], path: Path) -> None:
     height = max(3.0, 1.6 + 0.22 * len(scored))
     fig, axis = plt.subplots(figsize=(8, height), layout="constrained")
     if scored:
-        names, values = zip(*scored)
+        names, values = zip(*((short_name(name), value) for name, value in scored))
         positions = np.arange(len(scored))
         axis.barh(positions, values, color="tab:blue", height=0.7)
         axis.set_yticks(positions, names, fontsize=8)
@@ -196,6 +197,7 @@ def plot_confusion_matrix(confusion: np.ndarray, class_names: Sequence[str], pat
     fig.colorbar(shown, ax=axis, shrink=0.8, label="fraction of the true class's pixels")
     if count <= CONFUSION_LABELLED_MAX:
         fontsize = 9 if count <= 21 else 7
+        class_names = [short_name(name) for name in class_names]
         axis.set_xticks(range(count), class_names, rotation=60, ha="right", rotation_mode="anchor",
                         fontsize=fontsize)
         axis.set_yticks(range(count), class_names, fontsize=fontsize)

@@ -23,7 +23,7 @@ from typing import Any, Protocol
 
 import torch
 
-from pipeline.config import Params
+from pipeline.config import MAX_EPOCHS, Params
 from pipeline.errors import UserError
 from pipeline.training import distributed
 from pipeline.training.setup import seed_everything
@@ -34,7 +34,6 @@ log = logging.getLogger(__name__)
 PROBE_STEPS = 5        # timed training steps, after one untimed step (first-call allocations, the loader's start)
 PROBE_VAL_BATCHES = 2  # timed validation batches, likewise
 SAFETY = 0.05          # of the budget, kept for what the probe does not time: per-epoch logging, a busier machine
-MAX_EPOCHS = 10_000    # a budget that fits more trains this many (the seeds of (epoch, rank) stay distinct)
 
 
 class Trainer(Protocol):

@@ -100,18 +100,32 @@ def render_scene(rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
     return image, mask
 
 
+# Each split draws from its own seed stream: sample i of train depends on (seed, i), sample i of val on
+# (seed, i, VAL_STREAM). So data.synthetic.num_train never changes the val images, and models trained on more or
+# fewer images stay comparable in the registry (model_registry.py compares val data by digest). The stream comes
+# last and is not 0: numpy's SeedSequence reads (seed, 1, 0) as (seed, 1), train's sample 1.
+VAL_STREAM = 1
+
+
+def split_samples(num_train: int, num_val: int, seed: int) -> dict[str, list[tuple[str, list[int]]]]:
+    """(sample id, seed sequence) of each sample of each split."""
+    return {"train": [(f"synth_{i:05d}", [seed, i]) for i in range(num_train)],
+            "val": [(f"synth_val_{i:05d}", [seed, i, VAL_STREAM]) for i in range(num_val)]}
+
+
 def generate(out_dir: Path, num_train: int, num_val: int, seed: int) -> None:
-    """Write the dataset under `out_dir/VOCdevkit/VOC2012`; sample i depends only on (seed, i)."""
+    """Write the dataset under `out_dir/VOCdevkit/VOC2012`; each split's samples come from its own seed stream."""
     with atomic_dir(out_dir) as tmp:
         root = tmp / VOC_SUBDIR
         (root / "JPEGImages").mkdir(parents=True)
         (root / "ImageSets" / "Segmentation").mkdir(parents=True)
-        ids = [f"synth_{i:05d}" for i in range(num_train + num_val)]
-        for index, sample_id in enumerate(ids):
-            image, mask = render_scene(np.random.default_rng([seed, index]))
+        splits = split_samples(num_train, num_val, seed)
+        for sample_id, sample_seed in splits["train"] + splits["val"]:
+            image, mask = render_scene(np.random.default_rng(sample_seed))
             Image.fromarray(image).save(root / "JPEGImages" / f"{sample_id}.jpg", quality=90)
             write_mask_png(mask, root / "SegmentationClass" / f"{sample_id}.png")
-        lists = {"train": ids[:num_train], "val": ids[num_train:]}
+        lists = {split: [sample_id for sample_id, _ in samples] for split, samples in splits.items()}
+        ids = lists["train"] + lists["val"]
         for split, split_ids in lists.items():
             (root / "ImageSets" / "Segmentation" / f"{split}.txt").write_text("\n".join(split_ids) + "\n")
         (root / "ImageSets" / "Segmentation" / "trainval.txt").write_text("\n".join(ids) + "\n")
