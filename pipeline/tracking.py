@@ -375,13 +375,26 @@ def model_requirements() -> list[str]:
 
 
 def log_and_promote_model(checkpoint: Path, name: str, measurement: Measurement, val_miou: float,
-                          metrics: dict[str, float], model_card: str, with_onnx: bool = True) -> None:
+                          metrics: dict[str, float], model_card: str, with_onnx: bool = True,
+                          register: bool = True) -> None:
     """Log the model (see log_model) with its `metrics` and its card, register it under `name` with the card as the
-    version's description, and let the registry decide whether it is the new `champion` (model_registry.py)."""
+    version's description, and let the registry decide whether it is the new `champion` (model_registry.py).
+    Without `register` (a study's trial), the run keeps in tags what registering it later needs (register_later)."""
     model = log_model(checkpoint, with_onnx)
     mlflow.log_metrics(metrics, model_id=model.model_id)
     store_card(model.model_id, model_card)
-    register_and_promote(model.model_uri, name, measurement, val_miou, description=model_card)
+    if register:
+        register_and_promote(model.model_uri, name, measurement, val_miou, description=model_card)
+    else:
+        mlflow.set_tags(registration_tags(name, measurement, val_miou))
+
+
+REGISTERED_NAME_TAG = "segmentation.registered_name"
+
+
+def registration_tags(name: str, measurement: Measurement, val_miou: float) -> dict[str, str]:
+    """What register_and_promote needs, on a run whose model is registered later (the best trial of a study)."""
+    return {REGISTERED_NAME_TAG: name, **measurement.tags(), "segmentation.val_miou": repr(float(val_miou))}
 
 
 def store_card(model_id: str, model_card: str) -> None:

@@ -1,0 +1,3 @@
+"""Hyperparameter studies on Optuna: each trial a named DVC experiment of this repository, its training an MLflow
+run tagged with the study and the trial, its per-epoch val scores reported to the trial so the pruner can stop it.
+`python -m pipeline.search --help`; README "Searching hyperparameters"."""
