@@ -15,7 +15,7 @@ from optuna.trial import FrozenTrial, TrialState
 
 from pipeline import tracking
 from pipeline.config import Params
-from pipeline.model_registry import Measurement, register_and_promote
+from pipeline.model_registry import Measurement, register_and_promote, settle_champion
 from pipeline.models import card
 from pipeline.search.space import format_value
 from pipeline.training.pruning import RUN_ID_ATTR
@@ -76,8 +76,20 @@ def register_run_model(client: mlflow.MlflowClient, run_id: str) -> None:
     if not model_ids or measurement is None or tracking.REGISTERED_NAME_TAG not in tags:
         log.warning(f"MLflow run {run_id} logged no model to register (or not from a trial's training)")
         return
-    register_and_promote(f"models:/{model_ids[0]}", tags[tracking.REGISTERED_NAME_TAG], measurement,
-                         float(tags["segmentation.val_miou"]), description=stored_card(client, model_ids[0]))
+    name = tags[tracking.REGISTERED_NAME_TAG]
+    version = register_and_promote(f"models:/{model_ids[0]}", name, measurement, float(tags["segmentation.val_miou"]),
+                                   description=stored_card(client, model_ids[0]))
+    keep_one_version(client, run_id, name, version.version)
+
+
+def keep_one_version(client: mlflow.MlflowClient, run_id: str, name: str, mine: str) -> None:
+    """Two workers ending at once may both register the best run: the first version stays, the later one goes
+    (each checks after writing, as the champion's settling does) and the champion is settled again."""
+    versions = sorted(int(version.version) for version in client.search_model_versions(f"run_id = '{run_id}'"))
+    if int(mine) != versions[0]:
+        client.delete_model_version(name, mine)
+        settle_champion(client, name)
+        log.info(f"{name} version {versions[0]} already holds this run's model: version {mine} removed")
 
 
 def stored_card(client: mlflow.MlflowClient, model_id: str) -> str:

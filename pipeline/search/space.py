@@ -273,15 +273,12 @@ def override(key: str, value: Any) -> str:
 
 
 def format_value(value: Any) -> str:
-    """A value as Hydra's override grammar reads it back to the same type (None as null, strings quoted if they
-    would read as something else)."""
+    """A value as Hydra's override grammar reads it back to the same type: null, true, numbers as Python writes
+    them, strings quoted (unquoted, `1e-3` or `null` would become a number or None)."""
     if value is None:
         return "null"
     if isinstance(value, bool):
         return str(value).lower()
-    if isinstance(value, float):
+    if isinstance(value, (int, float)):
         return repr(value)
-    if isinstance(value, int):
-        return str(value)
-    text = str(value)
-    return text if yaml.safe_load(text) == text and "," not in text else f"'{text}'"
+    return "'" + str(value).replace("\\", "\\\\").replace("'", "\\'") + "'"

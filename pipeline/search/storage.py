@@ -6,9 +6,11 @@ not a traceback after minutes."""
 from __future__ import annotations
 
 import logging
+import time
 import warnings
 
 import optuna
+import sqlalchemy.exc
 from optuna.exceptions import ExperimentalWarning
 from optuna.storages import RDBStorage, RetryHeartbeatStaleTrialCallback
 
@@ -38,17 +40,33 @@ def connect_args(url: str) -> dict:
 
 
 def open_storage(url: str, heartbeat: int | None = HEARTBEAT_INTERVAL) -> RDBStorage:
-    """The storage at `url`, with heartbeats every `heartbeat` seconds (None: without, for reading)."""
+    """The storage at `url`, with heartbeats every `heartbeat` seconds (None: without, for reading). Workers that
+    start together on a fresh database race to create its tables: the loser's error (not a connection's) is tried
+    once more."""
     try:
-        with warnings.catch_warnings():  # heartbeats are "experimental" since Optuna 2.8
-            warnings.simplefilter("ignore", ExperimentalWarning)
-            return RDBStorage(
-                url, engine_kwargs={"connect_args": connect_args(url)}, heartbeat_interval=heartbeat,
-                grace_period=heartbeat * STALE_AFTER if heartbeat else None,
-                heartbeat_stale_trial_callback=RetryHeartbeatStaleTrialCallback(max_retry=MAX_RETRIES)
-                if heartbeat else None)
-    except Exception as error:  # SQLAlchemy's, the database driver's and Optuna's own have no common base
-        raise StorageError(f"--storage {redact(url)}: cannot open the study storage ({reason(error)})") from None
+        return rdb_storage(url, heartbeat)
+    except sqlalchemy.exc.OperationalError as error:  # the database cannot be reached or opened
+        raise opening_error(url, error) from None
+    except Exception:  # SQLAlchemy's, the driver's and Optuna's own errors have no common base
+        time.sleep(1.0)
+    try:
+        return rdb_storage(url, heartbeat)
+    except Exception as error:
+        raise opening_error(url, error) from None
+
+
+def opening_error(url: str, error: Exception) -> StorageError:
+    return StorageError(f"--storage {redact(url)}: cannot open the study storage ({reason(error)})")
+
+
+def rdb_storage(url: str, heartbeat: int | None) -> RDBStorage:
+    with warnings.catch_warnings():  # heartbeats are "experimental" since Optuna 2.8
+        warnings.simplefilter("ignore", ExperimentalWarning)
+        return RDBStorage(
+            url, engine_kwargs={"connect_args": connect_args(url)}, heartbeat_interval=heartbeat,
+            grace_period=heartbeat * STALE_AFTER if heartbeat else None,
+            heartbeat_stale_trial_callback=RetryHeartbeatStaleTrialCallback(max_retry=MAX_RETRIES) if heartbeat
+            else None)
 
 
 def reason(error: Exception) -> str:

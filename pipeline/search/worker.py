@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import socket
 import subprocess
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -42,6 +43,7 @@ class Worker:
         values = self.space.suggest(trial)
         name = experiment_name(self.study, trial.number)
         trial.set_user_attr("dvc_exp", name)
+        trial.set_user_attr("worker", f"{socket.gethostname()}:{self.root}")  # which clone holds the experiment
         log.info(f"trial {trial.number} ({name}): {', '.join(f'{k}={format_value(v)}' for k, v in values.items())}")
         status = self.stop.run(self.command(name, values), self.environment(trial.number), self.root)
         if self.stop.now:
