@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import optuna
@@ -14,6 +15,7 @@ from dvc.utils.hydra import apply_overrides
 from pipeline.config import ConfigError
 from pipeline.search.space import format_value, load_space, override
 from tests.project_repo import REPO_ROOT, clean_env
+from tests.team_services import free_port
 
 PARAMS = REPO_ROOT / "params.yaml"
 MSRC = ["data.dataset=voc_layout", "data.root=/data/msrc_v2", "train.precision=fp32"]
@@ -108,3 +110,16 @@ def test_a_bad_space_is_refused_before_the_storage_is_touched(tmp_path):
     assert result.stderr.strip() == (f"error: {space}: params.train.lr = -1.0: train.lr: expected a float > 0 or "
                                      "auto, got -1.0")
     assert not storage.exists()
+
+
+def test_an_unreachable_storage_is_one_line_naming_it_without_its_password(tmp_path):
+    space = write_space(tmp_path, "params:\n  train.lr: {type: float, low: 0.001, high: 0.01}\n")
+    url = f"postgresql://alice:s3cret-pw@127.0.0.1:{free_port()}/optuna"
+    started = time.monotonic()
+    result = subprocess.run([sys.executable, "-m", "pipeline.search", "--study", "s", "--storage", url, "--space",
+                             str(space), "--trials", "2"], cwd=REPO_ROOT, env=clean_env(), capture_output=True,
+                            text=True, timeout=120)
+    assert time.monotonic() - started < 30
+    assert result.returncode == 1 and len(result.stderr.strip().splitlines()) == 1, result.stderr
+    assert result.stderr.startswith("error: --storage postgresql://***@127.0.0.1:") and "s3cret" not in result.stderr
+    assert "Connection refused" in result.stderr

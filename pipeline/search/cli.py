@@ -28,7 +28,7 @@ from pipeline.search.worker import TrialFailed, Worker
 
 INTERRUPTED = 128 + signal.SIGINT  # as the stages exit on Ctrl-C (stages/cli.py)
 STUDY_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]*")  # part of each trial's experiment name, a git ref
-log = logging.getLogger("search")
+log = logging.getLogger(__name__)
 
 
 def parser() -> argparse.ArgumentParser:

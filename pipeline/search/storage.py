@@ -22,8 +22,9 @@ HEARTBEAT_INTERVAL = 30  # seconds between a running trial's heartbeats
 STALE_AFTER = 4  # heartbeats missed before the trial is failed (and retried, up to MAX_RETRIES times)
 MAX_RETRIES = 2
 
-# Optuna says each trial's start and end at INFO with every value; the worker says them itself
-optuna.logging.set_verbosity(optuna.logging.WARNING)
+# Optuna says each trial's end at INFO with every value, and a failed one at WARNING with its traceback (Ctrl-C's
+# too): the worker says them itself, in one line each
+optuna.logging.set_verbosity(optuna.logging.ERROR)
 log = logging.getLogger(__name__)
 
 

@@ -30,6 +30,12 @@ class TrialFailed(Exception):
     """A trial's experiment failed or left no value: the trial is marked failed and the worker goes on."""
 
 
+def failed(message: str) -> TrialFailed:
+    """The failure, said here: Optuna's own report of it is silenced with the rest of its log (storage.py)."""
+    log.warning(message)
+    return TrialFailed(message)
+
+
 @dataclass
 class Worker:
     study: str
@@ -49,13 +55,15 @@ class Worker:
         if self.stop.now:
             raise KeyboardInterrupt(f"stopped during trial {trial.number}")
         if status:
-            raise TrialFailed(f"trial {trial.number}: `dvc exp run` of {name} exited with status {status}")
+            raise failed(f"trial {trial.number}: `dvc exp run` of {name} exited with status {status}")
         metrics = experiment_metrics(self.root, name, self.space.file.metrics_file)
         if metrics.get("pruned"):
+            log.info(f"trial {trial.number} pruned")
             raise optuna.TrialPruned(f"{name} stopped by the pruner")
         if self.space.file.metric not in metrics:
-            raise TrialFailed(f"trial {trial.number}: {self.space.file.metrics_file} of {name} has no "
-                              f"{self.space.file.metric!r} (it has {', '.join(metrics)})")
+            raise failed(f"trial {trial.number}: {self.space.file.metrics_file} of {name} has no "
+                         f"{self.space.file.metric!r} (it has {', '.join(metrics)})")
+        log.info(f"trial {trial.number}: {self.space.file.metric} {metrics[self.space.file.metric]:.4f}")
         return float(metrics[self.space.file.metric])
 
     def command(self, name: str, values: dict[str, Any]) -> list[str]:
@@ -87,4 +95,4 @@ def experiment_metrics(root: Path, name: str, metrics_file: str) -> dict[str, An
     try:
         return json.loads(git(root, "show", f"{ref}:{metrics_file}"))
     except subprocess.CalledProcessError as error:
-        raise TrialFailed(f"experiment {name} has no {metrics_file} ({error.stderr.strip()})") from None
+        raise failed(f"experiment {name} has no {metrics_file} ({error.stderr.strip()})") from None
