@@ -114,12 +114,13 @@ def test_a_bad_space_is_refused_before_the_storage_is_touched(tmp_path):
 
 def test_an_unreachable_storage_is_one_line_naming_it_without_its_password(tmp_path):
     space = write_space(tmp_path, "params:\n  train.lr: {type: float, low: 0.001, high: 0.01}\n")
-    url = f"postgresql://alice:s3cret-pw@127.0.0.1:{free_port()}/optuna"
+    url = f"postgresql://alice:s3cret-pw@127.0.0.1:{free_port()}/optuna?sslpassword=s3cret-too"
     started = time.monotonic()
     result = subprocess.run([sys.executable, "-m", "pipeline.search", "--study", "s", "--storage", url, "--space",
                              str(space), "--trials", "2"], cwd=REPO_ROOT, env=clean_env(), capture_output=True,
                             text=True, timeout=120)
     assert time.monotonic() - started < 30
     assert result.returncode == 1 and len(result.stderr.strip().splitlines()) == 1, result.stderr
-    assert result.stderr.startswith("error: --storage postgresql://***@127.0.0.1:") and "s3cret" not in result.stderr
+    assert result.stderr.startswith("error: --storage postgresql://alice:***@127.0.0.1:")
+    assert "s3cret" not in result.stderr and "sslpassword=***" in result.stderr
     assert "Connection refused" in result.stderr

@@ -11,7 +11,7 @@ from collections import Counter
 
 import mlflow
 import optuna
-from optuna.trial import FrozenTrial, TrialState
+from optuna.trial import FrozenTrial
 
 from pipeline import tracking
 from pipeline.config import Params
@@ -106,8 +106,3 @@ def stored_card(client: mlflow.MlflowClient, model_id: str) -> str:
         return ""
     finally:
         MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR.set(shown)
-
-
-def finished(study: optuna.Study) -> int:
-    """Trials that count towards --trials: complete and pruned ones (failed ones are retried or replaced)."""
-    return len(study.get_trials(deepcopy=False, states=(TrialState.COMPLETE, TrialState.PRUNED)))

@@ -19,13 +19,15 @@ import sys
 from pathlib import Path
 
 import optuna
+from optuna.trial import TrialState
 
 from pipeline.config import ConfigError
 from pipeline.errors import UserError
 from pipeline.logs import configure_logging
-from pipeline.search import best, space, storage
+from pipeline.search import space, storage
 from pipeline.search.worker import TrialFailed, Worker
 
+COUNTED = (TrialState.COMPLETE, TrialState.PRUNED)  # the trials --trials counts
 INTERRUPTED = 128 + signal.SIGINT  # as the stages exit on Ctrl-C (stages/cli.py)
 STUDY_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]*")  # part of each trial's experiment name, a git ref
 log = logging.getLogger(__name__)
@@ -69,14 +71,20 @@ def dispatch(args: argparse.Namespace) -> int:
     if not STUDY_NAME.fullmatch(args.study):
         raise UserError(f"--study {args.study!r}: letters, digits, '.', '_' and '-' only (it names experiments)")
     if args.best or args.register_best:
-        study = storage.load_study(storage.open_storage(args.storage, heartbeat=None), args.study)
-        if args.register_best:
-            best.register_best(study, space.params_with(args.params, args.fixed))
-        print(best.summary(study))
-        return 0
+        return show_best(args)
     if args.space is None or args.trials is None or args.trials < 1:
         raise UserError("--space FILE and --trials N (>= 1) are needed to run trials (or --best, --register-best)")
     return search(args)
+
+
+def show_best(args: argparse.Namespace) -> int:
+    study = storage.load_study(storage.open_storage(args.storage, heartbeat=None), args.study)
+    from pipeline.search import best  # MLflow and torch take seconds to import: once the storage answered
+
+    if args.register_best:
+        best.register_best(study, space.params_with(args.params, args.fixed))
+    print(best.summary(study))
+    return 0
 
 
 def search(args: argparse.Namespace) -> int:
@@ -90,16 +98,16 @@ def search(args: argparse.Namespace) -> int:
     check_direction(study, search_space)
     study.set_user_attr("metric", search_space.file.metric)  # for --best, which reads no space file
     from pipeline import tracking
+    from pipeline.search import best  # MLflow and torch take seconds to import: once the storage answered
 
     tracking.setup_experiment(params.mlflow)  # once, before any trial: concurrent first uses race (mlflow#10334)
-    remaining = args.trials - best.finished(study)
+    remaining = args.trials - finished(study)
     worker = Worker(args.study, args.storage, search_space, args.fixed, Path.cwd())
     if remaining > 0:
-        log.info(f"study {args.study}: {best.finished(study)} of {args.trials} trials done; running up to {remaining}")
+        log.info(f"study {args.study}: {finished(study)} of {args.trials} trials done; running up to {remaining}")
         with worker.stop.listening():
             study.optimize(worker.objective, n_trials=remaining, catch=(TrialFailed,), callbacks=[
-                optuna.study.MaxTrialsCallback(args.trials, states=(optuna.trial.TrialState.COMPLETE,
-                                                                     optuna.trial.TrialState.PRUNED)),
+                optuna.study.MaxTrialsCallback(args.trials, states=COUNTED),
                 lambda study, trial: study.stop() if worker.stop.asked else None])
     if worker.stop.asked:
         log.info(f"stopped at a trial boundary; the same command resumes study {args.study}")
@@ -108,6 +116,11 @@ def search(args: argparse.Namespace) -> int:
     best.register_best(study, params)
     print(best.summary(study))
     return 0
+
+
+def finished(study: optuna.Study) -> int:
+    """Trials that count towards --trials: complete and pruned ones (failed ones are retried or replaced)."""
+    return len(study.get_trials(deepcopy=False, states=COUNTED))
 
 
 def seed(search_space: space.Space, worker: int) -> dict:

@@ -5,6 +5,7 @@ through DVC's own `-S` code, so `train.lr: {low: 0}` is refused here, with the r
 """
 from __future__ import annotations
 
+import json
 import shutil
 import tempfile
 from dataclasses import dataclass
@@ -99,6 +100,10 @@ class _Engine(_Block):
 
         group = optuna.samplers if self.optuna_class.endswith("Sampler") else optuna.pruners
         return getattr(group, self.optuna_class)(**{**self.model_dump(exclude={"type"}), **overrides})
+
+    def as_json(self) -> str:
+        """What build() calls, for a process that builds it without this module (training/pruning.py)."""
+        return json.dumps({"class": self.optuna_class, "arguments": self.model_dump(exclude={"type"})})
 
 
 class TpeSampler(_Engine):

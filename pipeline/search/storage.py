@@ -6,21 +6,23 @@ not a traceback after minutes."""
 from __future__ import annotations
 
 import logging
+import re
 import time
 import warnings
 
 import optuna
+import sqlalchemy.engine
 import sqlalchemy.exc
 from optuna.exceptions import ExperimentalWarning
 from optuna.storages import RDBStorage, RetryHeartbeatStaleTrialCallback
 
 from pipeline.errors import UserError
-from pipeline.tracking import redact
 
 CONNECT_TIMEOUT = 10  # seconds for PostgreSQL to answer; SQLite waits as long for a writer's lock
 HEARTBEAT_INTERVAL = 30  # seconds between a running trial's heartbeats
 STALE_AFTER = 4  # heartbeats missed before the trial is failed (and retried, up to MAX_RETRIES times)
 MAX_RETRIES = 2
+SECRET_QUERY_KEYS = r"password|secret|token|key"  # libpq takes ?password=..., drivers take sslkey=...
 
 # Optuna says each trial's end at INFO with every value, and a failed one at WARNING with its traceback (Ctrl-C's
 # too): the worker says them itself, in one line each
@@ -57,7 +59,18 @@ def open_storage(url: str, heartbeat: int | None = HEARTBEAT_INTERVAL) -> RDBSto
 
 
 def opening_error(url: str, error: Exception) -> StorageError:
-    return StorageError(f"--storage {redact(url)}: cannot open the study storage ({reason(error)})")
+    return StorageError(f"--storage {shown(url)}: cannot open the study storage ({reason(error)})")
+
+
+def shown(url: str) -> str:
+    """The URL fit to print: its password and any password-like query value hidden, by SQLAlchemy, which parses
+    these URLs (the project's redact lives with MLflow, whose import takes seconds: this line must come fast)."""
+    try:
+        parsed = sqlalchemy.engine.make_url(url)
+    except Exception:  # not a URL at all: it names no password either, unless before an @
+        return f"***@{url.rpartition('@')[2]}" if "@" in url else url
+    hidden = {key: "***" for key in parsed.query if re.search(SECRET_QUERY_KEYS, key, re.IGNORECASE)}
+    return parsed.update_query_dict(hidden).render_as_string(hide_password=True).replace("%2A%2A%2A", "***")
 
 
 def rdb_storage(url: str, heartbeat: int | None) -> RDBStorage:
@@ -83,4 +96,4 @@ def load_study(storage: RDBStorage, name: str) -> optuna.Study:
         return optuna.load_study(study_name=name, storage=storage)
     except KeyError:
         names = ", ".join(summary.study_name for summary in optuna.get_all_study_summaries(storage)) or "none"
-        raise StorageError(f"--study {name}: no such study in {redact(storage.url)} (studies there: {names})") from None
+        raise StorageError(f"--study {name}: no such study in {shown(storage.url)} (studies there: {names})") from None

@@ -76,7 +76,7 @@ class Worker:
         """The worker's environment, plus what tells the training which trial it is (not DVC params: the
         experiment reproduces without them)."""
         return {**os.environ, pruning.STORAGE: self.storage_url, pruning.STUDY: self.study,
-                pruning.TRIAL: str(number), pruning.PRUNER: self.space.pruner.model_dump_json(),
+                pruning.TRIAL: str(number), pruning.PRUNER: self.space.pruner.as_json(),
                 pruning.REPORTED: self.space.file.metric}
 
 

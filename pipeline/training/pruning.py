@@ -2,11 +2,11 @@
 study's pruner says so.
 
 The search worker (pipeline/search) starts `dvc exp run` with SEARCH_STORAGE, SEARCH_STUDY, SEARCH_TRIAL (the trial
-number) and SEARCH_PRUNER (the pruner's spec, as JSON) in the environment: environment variables are not DVC params,
-so the experiment stays what its params say, and `dvc repro` of it trains every epoch. A pruned training ends like a
-finished one (best-so-far checkpoint, metrics, logged model) with `pruned: 1` in its metrics and a `pruned` tag on its
-run; the worker marks the trial pruned. A trial's model is logged but not registered: the study registers its best
-trial's (pipeline/search/best.py).
+number) and SEARCH_PRUNER (the name of optuna's pruner class and its arguments, as JSON) in the environment:
+environment variables are not DVC params, so the experiment stays what its params say, and `dvc repro` of it trains
+every epoch. A pruned training ends like a finished one (best-so-far checkpoint, metrics, logged model) with
+`pruned: 1` in its metrics and a `pruned` tag on its run; the worker marks the trial pruned. A trial's model is logged
+but not registered: the study registers its best trial's (pipeline/search/best.py).
 """
 from __future__ import annotations
 
@@ -29,7 +29,7 @@ class TrialLink:
     storage: str
     study: str
     number: int
-    pruner: dict
+    pruner: dict  # {"class": "MedianPruner", "arguments": {...}}, checked by the worker (pipeline/search/space.py)
     reported: str = "val_miou"  # the history column the study optimises, reported every epoch
     pruned_after: int | None = None  # the epoch after which the pruner stopped the training
     _trial: Any = field(default=None, repr=False)
@@ -46,11 +46,9 @@ class TrialLink:
         if self._trial is None:
             import optuna
 
-            from pipeline.search.space import PRUNERS, parse_typed
-
-            pruner, _ = parse_typed(PRUNERS, self.pruner, "pruner")
+            pruner = getattr(optuna.pruners, self.pruner["class"])(**self.pruner["arguments"])
             storage = optuna.storages.RDBStorage(self.storage)
-            study = optuna.load_study(study_name=self.study, storage=storage, pruner=pruner.build())
+            study = optuna.load_study(study_name=self.study, storage=storage, pruner=pruner)
             self._trial = optuna.trial.Trial(study, storage.get_trial_id_from_study_id_trial_number(
                 study._study_id, self.number))
         return self._trial
