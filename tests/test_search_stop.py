@@ -20,6 +20,14 @@ pytestmark = pytest.mark.slow  # two tiny trainings through dvc exp run
 SPACE = "params:\n  train.lr: {type: float, low: 0.001, high: 0.01, log: true}\npruner: {type: none}\n"
 
 
+def created(storage: str) -> optuna.Study | None:
+    """The study once the worker has created it (its database may exist a moment before)."""
+    try:
+        return optuna.load_study(study_name="stop", storage=storage)
+    except KeyError:
+        return None
+
+
 def test_ctrl_c_stops_at_the_trial_boundary_and_twice_inside_the_trial(tmp_path):
     env = clean_env()
     root = make_project(tmp_path / "project", env)
@@ -31,8 +39,7 @@ def test_ctrl_c_stops_at_the_trial_boundary_and_twice_inside_the_trial(tmp_path)
     def start_and_interrupt(times: int) -> subprocess.CompletedProcess:
         worker = subprocess.Popen(command, cwd=root, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                                   text=True)
-        study = wait_for(lambda: (tmp_path / "optuna.db").exists() and
-                         optuna.load_study(study_name="stop", storage=storage), "the study")
+        study = wait_for(lambda: (tmp_path / "optuna.db").exists() and created(storage), "the study")
         wait_for(lambda: any("mlflow_run_id" in t.user_attrs for t in study.get_trials(states=(TrialState.RUNNING,))),
                  "a trial training")
         for _ in range(times):
