@@ -7,7 +7,7 @@ Builds the merged ISBI 2012 membrane / DRIVE vessel / EPFL mitochondrion root
 params.yaml (`data.dataset=single_class`, plus any `-S` override, as `dvc exp run -S` would) and prints each
 class's IoU at the original resolution. Thin classes (DRIVE's vessels, 1-2 px at 256²) are the ones to watch:
 `-S data.image_size=512 -S augment.crop_size=256 -S augment.crops_per_image=8 -S train.class_weights=balanced`
-is the README's recipe for them.
+is the manual's recipe for them (docs/explanation/recipes.md).
 """
 from __future__ import annotations
 

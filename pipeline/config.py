@@ -16,6 +16,7 @@ from __future__ import annotations
 import argparse
 import difflib
 import math
+import re
 import reprlib
 import sys
 import typing
@@ -24,6 +25,7 @@ from typing import Annotated, Any, Literal, TypeVar
 
 import yaml
 from pydantic import (
+    AfterValidator,
     BaseModel,
     BeforeValidator,
     ConfigDict,
@@ -158,6 +160,34 @@ class SingleClassParams(_Block):
 
 Byte = Annotated[Int, Field(ge=0, le=255)]
 
+DURATION_UNITS = {"": 1, "s": 1, "m": 60, "h": 3600}
+# A week: a probe of a few seconds says nothing reliable about a machine's load over longer, and a larger value is
+# more likely a slipped unit (300h for 300s); plan longer trainings in epochs.
+MAX_TIME_BUDGET = 7 * 24 * 3600
+
+
+def _seconds_from_duration(value: Any) -> Any:
+    """train.time_budget: seconds as a number, or a string with a unit: 600, 90s, 10m, 1.5h."""
+    if not isinstance(value, str):
+        return value
+    try:
+        return float(value)  # '600', '1e3' (a number YAML reads as text), '-5' (refused by the bound, naming it)
+    except ValueError:
+        pass
+    match = re.fullmatch(r"\s*(\d+(?:\.\d*)?|\.\d+)\s*([smh]?)\s*", value)
+    if match is None:
+        raise _invalid("", f"expected seconds or a duration such as 600, 90s, 10m or 2h, got {quote(value)}")
+    return float(match[1]) * DURATION_UNITS[match[2]]
+
+
+def _at_most_a_week(seconds: float) -> float:
+    if seconds > MAX_TIME_BUDGET:
+        raise _invalid("", f"at most a week ({MAX_TIME_BUDGET} s), got {seconds:g} s: plan longer trainings in epochs")
+    return seconds
+
+
+Duration = Annotated[Float, Field(gt=0), AfterValidator(_at_most_a_week), BeforeValidator(_seconds_from_duration)]
+
 
 class FolderParams(_Block):
     """data.root/images/* + data.root/masks/*, paired by file stem (pipeline/data/sources/folder.py)."""
@@ -167,6 +197,11 @@ class FolderParams(_Block):
     split_seed: Int = 0
 
 
+# the repository's own empty datasets/ folder: the default data.root, which DVC needs to be a path it can hash
+# (a templated dependency cannot be empty) and which means "no folder of yours"
+NO_ROOT = "datasets"
+
+
 class SubsetParams(_Block):
     train: Count | None = None  # a seeded random subset of this many training images; null: all
     val: Count | None = None
@@ -174,7 +209,10 @@ class SubsetParams(_Block):
 
 class DataParams(_Block):
     dataset: DatasetName = "synthetic"
-    root: Str | None = None  # an existing dataset folder: nothing is downloaded
+    # your dataset folder (voc_layout, single_class, folder), an unpacked VOC/ADE20K copy or an s3:// prefix; a path is
+    # absolute or relative to the repository. A dependency of download: DVC sees its files change. The default,
+    # datasets (an empty folder of this repository), means none: synthetic is generated, voc2012 and ade20k downloaded
+    root: Str = NO_ROOT
     download_dir: Str = "data/downloads"  # archives land here; an archive downloaded by hand and put here is used
     image_size: Annotated[Int, Field(ge=MIN_IMAGE_SIZE, le=MAX_IMAGE_SIZE)] = 256
     on_bad_sample: BadSamplePolicy = "error"
@@ -185,6 +223,17 @@ class DataParams(_Block):
     voc_layout: VocLayoutParams = Field(default_factory=VocLayoutParams)
     single_class: SingleClassParams = Field(default_factory=SingleClassParams)
     folder: FolderParams = Field(default_factory=FolderParams)
+
+    @field_validator("root", mode="before")
+    @classmethod
+    def _empty_root_is_none(cls, root: Any) -> Any:
+        """`root:` left empty (as params.yaml had it) means no folder of yours, as NO_ROOT does."""
+        return NO_ROOT if root is None else root
+
+    @property
+    def own_root(self) -> str | None:
+        """`root` when it names a folder of the user's; None for NO_ROOT."""
+        return None if Path(self.root) == Path(NO_ROOT) else self.root
 
 
 class _ModelBlock(_Block):
@@ -265,6 +314,9 @@ class DistributedParams(_Block):
 
 class TrainParams(_Block):
     epochs: Annotated[Count | Literal["auto"], _or_auto("an int >= 1")] = "auto"  # auto: models.<model>.epochs
+    # seconds (or 10m, 2h) the whole schedule, validation included, ends within on this machine: the epochs are
+    # resolved from a short timed probe (training/budget.py); null: off. Needs epochs: auto
+    time_budget: Duration | None = None
     batch_size: Count = 4  # per step (2 gives more steps but trained resnet34_unet worse on MSRC-v2)
     optimizer: OptimizerName = "adamw"
     lr: Annotated[PositiveFloat | Literal["auto"], _or_auto("a float > 0")] = "auto"  # auto: models.<model>.lr
@@ -291,6 +343,16 @@ class TrainParams(_Block):
     # auto: the cores shared among the trainings running on this machine (training/threads.py); 0: torch's default
     num_threads: Annotated[NonNegativeInt | Literal["auto"], _or_auto("an int >= 0")] = "auto"
     distributed: DistributedParams = Field(default_factory=DistributedParams)
+
+    @model_validator(mode="after")
+    def _budget_or_epochs(self) -> TrainParams:
+        """A budget resolves the epochs on the machine, a number fixes them: both at once would leave one of them
+        silently unused (checked here, before `auto` takes the model's epochs)."""
+        if self.time_budget is not None and self.epochs != "auto":
+            raise _invalid("time_budget", f"{self.time_budget:g} s and {{0}}: {self.epochs} both set how long the "
+                           f"training runs; set {{0}} to auto to fit the budget, or {{1}} to null to train "
+                           f"{self.epochs} epochs", "epochs", "time_budget")
+        return self
 
     @field_validator("class_weights")
     @classmethod
@@ -405,8 +467,9 @@ class Params(_Block):
 
     @model_validator(mode="after")
     def _warmup_within_epochs(self) -> Params:
-        """Checked here, after `auto` took the model's epochs."""
-        if self.train.warmup_epochs >= self.train.epochs:
+        """Checked here, after `auto` took the model's epochs; with a time budget, once the epochs are resolved
+        (training/budget.py)."""
+        if self.train.time_budget is None and self.train.warmup_epochs >= self.train.epochs:
             raise _invalid("train.warmup_epochs", f"{self.train.warmup_epochs} must be less than {{0}} "
                            f"({self.train.epochs})", "train.epochs")
         return self

@@ -113,11 +113,21 @@ def register_and_promote(model_uri: str, name: str, measurement: Measurement, va
     if description:
         client.update_model_version(name, version.version, description=description)
     champion = settle_champion(client, name)
+    describe_registered_model(client, name)
     if champion is None or not measurement.comparable(Measurement.from_tags(champion.tags)):
         reason = ("its val split is a data.subset.val subset" if not measurement.full_val else
                   "its val data or classes differ from the champion's")
         log.info(f"registered {name} version {version.version}; not a candidate for @{CHAMPION}: {reason}")
     return version
+
+
+def describe_registered_model(client: mlflow.MlflowClient, name: str) -> None:
+    """Give the registered model itself the card of the version to use: @champion's, else the latest version's (while
+    none is comparable). MLflow shows it on the model's own page, above the versions, where it was empty."""
+    version = current_champion(client, name) or max((v.version for v in all_versions(client, name)), key=int)
+    description = client.get_model_version(name, version).description or ""
+    if client.get_registered_model(name).description != description:
+        client.update_registered_model(name, description=description)
 
 
 def settle_champion(client: mlflow.MlflowClient, name: str) -> ModelVersion | None:

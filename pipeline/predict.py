@@ -1,14 +1,16 @@
 """Segment images with a trained model: a palette mask and a colour overlay with a legend per image.
 
     python -m pipeline.predict IMAGE_OR_FOLDER... --model MODEL --out DIR [--image-size N] [--device auto] [--hflip]
-        [--backend torch|onnxruntime]
+        [--backend torch|onnxruntime] [--overwrite]
 
 MODEL is a checkpoint file (models/*.pt), an ONNX file (python -m pipeline.export), a downloaded MLflow model
 folder, or an MLflow model URI (models:/<name>@champion, runs:/<run id>/model); from MLflow only the model's
 safetensors weights are read, or with --backend onnxruntime its ONNX graph. URIs are looked up in
 MLFLOW_TRACKING_URI if set, else in this project's store (params.yaml's mlflow.tracking_uri, relative to the
 project root), from whatever directory this runs in. A missing or
-unreadable image is reported by name and skipped; the exit code is 1 if any image failed.
+unreadable image is reported by name and skipped; the exit code is 1 if any image failed. The last line says what
+was written where. Masks and overlays already in --out are refused before the model loads (an earlier run's
+results are not silently replaced); --overwrite replaces them and says how many.
 """
 from __future__ import annotations
 
@@ -107,6 +109,26 @@ def check_out_folder(out: Path) -> None:
         raise fail(f"--out {out}: {where}; --out names a folder (made if missing) for the masks and overlays")
 
 
+def outputs_of(images: Sequence[Path], out: Path) -> list[Path]:
+    """The files predict_files writes for `images`, in order."""
+    return [out / f"{path.stem}_{kind}.png" for path in images for kind in ("mask", "overlay")]
+
+
+def check_overwrite(images: Sequence[Path], out: Path, overwrite: bool) -> int:
+    """How many outputs already exist in --out; refused before the model loads unless `overwrite`."""
+    existing = [path.name for path in outputs_of(images, out) if path.exists()]
+    if existing and not overwrite:
+        raise fail(f"--out {out}: {len(existing)} of the files to write exist already ({names(existing)}); pass "
+                   "--overwrite to replace them, or choose another --out")
+    return len(existing)
+
+
+def names(files: Sequence[str], shown: int = 3) -> str:
+    """The first `shown` file names, and how many more."""
+    more = f" and {len(files) - shown} more" if len(files) > shown else ""
+    return ", ".join(files[:shown]) + more
+
+
 def check_device(parser: argparse.ArgumentParser, name: str) -> None:
     """An unavailable accelerator is the user's choice to correct, not a crash deep inside torch."""
     import torch
@@ -193,10 +215,10 @@ def with_legend(picture: np.ndarray, entries: list[tuple]) -> Image.Image:
 
 
 def predict_files(model: SegmentationModel, paths: Sequence[Path], out_dir: Path, image_size: int | None = None,
-                  hflip: bool = False) -> list[str]:
-    """Write <stem>_mask.png and <stem>_overlay.png for every readable image; return the error messages
-    (each naming its file) for the others. `image_size` None: the size the model was trained at."""
-    errors = []
+                  hflip: bool = False) -> tuple[list[Path], list[str]]:
+    """Write <stem>_mask.png and <stem>_overlay.png for every readable image; return the files written and the
+    error messages (each naming its file) for the others. `image_size` None: the size the model was trained at."""
+    written, errors = [], []
     background = background_index(model.class_names)
     for path in tqdm(paths, desc="predict", unit="image", disable=None):
         try:
@@ -209,7 +231,8 @@ def predict_files(model: SegmentationModel, paths: Sequence[Path], out_dir: Path
         picture = with_legend(overlay(image, mask, background), legend_entries(mask, model.class_names, background))
         with atomic_path(out_dir / f"{path.stem}_overlay.png") as tmp:
             picture.save(tmp, format="PNG")
-    return errors
+        written.extend(outputs_of([path], out_dir))
+    return written, errors
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -225,6 +248,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--device", choices=("auto", "cpu", "cuda", "mps"), default="auto",
                         help="where the model runs (default: auto, the fastest available)")
     parser.add_argument("--hflip", action="store_true", help="also average over the horizontally flipped image")
+    parser.add_argument("--overwrite", action="store_true",
+                        help="replace masks and overlays already in --out (without it, they are refused)")
     parser.add_argument("--backend", choices=("torch", "onnxruntime"), default="torch",
                         help="what runs the model: torch, or onnxruntime on the model's ONNX graph (a .onnx file, or "
                              "the graph logged with an MLflow model); a .onnx --model always runs in onnxruntime")
@@ -245,13 +270,25 @@ def main(argv: Sequence[str] | None = None) -> int:
     if duplicates:
         parser.error(f"several images share the name stem {', '.join(duplicates)}: their outputs would collide")
 
+    replaced = check_overwrite(images, args.out, args.overwrite)
+
     model = open_model(args.model, args.device, args.backend)
-    errors = predict_files(model, images, args.out, image_size=args.image_size, hflip=args.hflip)
+    written, errors = predict_files(model, images, args.out, image_size=args.image_size, hflip=args.hflip)
     for message in errors:
         print(f"error: {message}", file=sys.stderr)
+    report_written(written, args.out, replaced)
     if errors:
         print(f"{len(errors)} of {len(images)} images failed", file=sys.stderr)
     return 1 if errors else 0
+
+
+def report_written(written: Sequence[Path], out: Path, replaced: int) -> None:
+    """One line on stdout: how many images gave a mask and an overlay, in which folder, the first file names, and
+    how many files an earlier run had written there (--overwrite)."""
+    count = len(written) // 2
+    note = f"; {replaced} of them replaced earlier files" if replaced else ""
+    print(f"wrote {count} mask{'s' * (count != 1)} and overlay{'s' * (count != 1)} to {out}: "
+          f"{names([path.name for path in written])}{note}")
 
 
 if __name__ == "__main__":

@@ -32,7 +32,7 @@ from mlflow.types import Schema, TensorSpec
 
 from pipeline.digest import file_digest
 from pipeline.errors import UserError
-from pipeline.model_registry import Measurement, register_and_promote
+from pipeline.model_registry import Measurement, describe_registered_model, register_and_promote
 from pipeline.models import card
 from pipeline.models.checkpoint import model_from_payload, read_checkpoint
 from pipeline.models.onnx_graph import ARTIFACT_KEY as ONNX_ARTIFACT_KEY
@@ -53,7 +53,7 @@ MODEL_PACKAGES = ("mlflow", "torch", "torchvision", "segmentation-models-pytorch
                   "safetensors", "numpy")
 REFUSED = (401, 403)  # HTTP statuses of a tracking server that rejects the credentials
 # What the experiment is for: training runs, not GenAI traces. MLflow 3.17's own UI ignores the tag and follows its
-# sidebar switch (README); the tag tells tools and UIs that read it.
+# sidebar switch (docs/how-to/mlflow.md); the tag tells tools and UIs that read it.
 EXPERIMENT_KIND_TAG, EXPERIMENT_KIND = "mlflow.experimentKind", "custom_model_development"
 # MLflow says at INFO when it starts, stops and skips GPU sampling, three lines per training that tell nothing.
 logging.getLogger("mlflow.system_metrics").setLevel(logging.WARNING)
@@ -377,16 +377,14 @@ def model_requirements() -> list[str]:
 def log_and_promote_model(checkpoint: Path, name: str, measurement: Measurement, val_miou: float,
                           metrics: dict[str, float], model_card: str, with_onnx: bool = True,
                           register: bool = True) -> None:
-    """Log the model (see log_model) with its `metrics` and its card, register it under `name` with the card as the
-    version's description, and let the registry decide whether it is the new `champion` (model_registry.py).
-    Without `register` (a study's trial), the run keeps in tags what registering it later needs (register_later)."""
+    """Log the model (see log_model) with its `metrics` and its card; if `register`, register it under `name` with the
+    card as the version's description, and let the registry decide whether it is the new `champion`
+    (model_registry.py)."""
     model = log_model(checkpoint, with_onnx)
     mlflow.log_metrics(metrics, model_id=model.model_id)
     store_card(model.model_id, model_card)
     if register:
         register_and_promote(model.model_uri, name, measurement, val_miou, description=model_card)
-    else:
-        mlflow.set_tags(registration_tags(name, measurement, val_miou))
 
 
 REGISTERED_NAME_TAG = "segmentation.registered_name"
@@ -406,7 +404,8 @@ def store_card(model_id: str, model_card: str) -> None:
 
 
 def add_to_cards(run_id: str, title: str, body: str) -> None:
-    """Put section `title` into the card of every version registered from the run: description and model_card.md."""
+    """Put section `title` into the card of every version registered from the run: description and model_card.md,
+    and the registered model's own description where it shows that version's card."""
     client = mlflow.MlflowClient()
     model_ids = logged_models_of(client, run_id)
     for version in client.search_model_versions(f"run_id = '{run_id}'"):
@@ -415,6 +414,7 @@ def add_to_cards(run_id: str, title: str, body: str) -> None:
         for model_id in model_ids:
             if version.source == f"models:/{model_id}":  # the store keeps a version's model only in its source
                 store_card(model_id, model_card)
+        describe_registered_model(client, version.name)
 
 
 def logged_models_of(client: mlflow.MlflowClient, run_id: str) -> list[str]:
@@ -441,6 +441,16 @@ def run_name(model: str, dataset: str) -> str:
     """The DVC experiment's name, so MLflow and `dvc exp show` speak of the same thing; for a plain
     `dvc repro`, what was trained on what."""
     return os.environ.get("DVC_EXP_NAME") or f"repro-{model}-{dataset}"
+
+
+METRIC_UNSAFE = re.compile(r"[^\w.\- ]")  # what MLflow allows in a metric name on every system, less `/` and `:`
+
+
+def iou_metrics(per_class_iou: dict[str, float | None]) -> dict[str, float]:
+    """Per-class IoU as MLflow metrics `iou/<class>`, to chart and compare runs class by class (a class absent from
+    both the truth and the predictions has none). Characters MLflow refuses in a name, and `/`, become `_`."""
+    return {"iou/" + (METRIC_UNSAFE.sub("_", name).strip(".") or "_"): value
+            for name, value in per_class_iou.items() if value is not None}
 
 
 def attach_to_run(mlflow_params, model_file: Path, metrics: dict[str, float], files: list[Path],

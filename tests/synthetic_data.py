@@ -3,6 +3,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import numpy as np
+from PIL import Image
+
 from pipeline.data.interim import write_interim
 from pipeline.data.preprocess import preprocess
 from pipeline.data.sources import synthetic
@@ -26,3 +29,16 @@ def tiny_training(project: Path) -> dict:
             "train": {"epochs": 2, "batch_size": 4}, "augment": {"crop_size": 0, "crops_per_image": 1},
             "mlflow": {"tracking_uri": f"sqlite:///{project / 'mlflow.db'}", "experiment": "tests",
                        "log_onnx": False}}
+
+
+def write_single_class_root(root: Path, synthetic_raw: Path) -> None:
+    """Two single-class sets cut from the synthetic scenes: discs in some images, squares in others."""
+    voc = synthetic_raw / "VOCdevkit" / "VOC2012"
+    ids = sorted(path.stem for path in (voc / "JPEGImages").glob("*.jpg"))
+    for offset, (name, class_index) in enumerate([("disc", 1), ("square", 2)]):
+        for sample_id in ids[offset::2]:
+            mask = np.asarray(Image.open(voc / "SegmentationClass" / f"{sample_id}.png")) == class_index
+            (root / name / "images").mkdir(parents=True, exist_ok=True)
+            (root / name / "masks").mkdir(parents=True, exist_ok=True)
+            Image.open(voc / "JPEGImages" / f"{sample_id}.jpg").save(root / name / "images" / f"{sample_id}.png")
+            Image.fromarray((mask * 255).astype(np.uint8)).save(root / name / "masks" / f"{sample_id}.png")

@@ -36,7 +36,8 @@ from pipeline.training.setup import build_data
 from tests.synthetic_data import processed_synthetic
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
-TINY = {"data": {"image_size": 64}, "models": {"unet": {"base_channels": 4, "depth": 2}},
+NUM_TRAIN = 48
+TINY = {"data": {"image_size": 64}, "models": {"unet": {"base_channels": 8, "depth": 3}},  # learns: it is registered
         "train": {"epochs": 3, "batch_size": 2, "lr": 0.01, "precision": "fp32", "num_threads": 1},
         "augment": {"crops_per_image": 1}, "mlflow": {"experiment": "tests", "log_onnx": False}}
 ONE_DRAW = {"augment": {"crops_per_image": 1}}  # each training image once per epoch: sampler indices are image ids
@@ -70,7 +71,7 @@ sys.addaudithook(record)
 @pytest.fixture(scope="module")
 def processed(tmp_path_factory) -> Path:
     """16 training images (per process: 8, in 4 batches of 2), 7 val images (shards of 4 and 3)."""
-    return processed_synthetic(tmp_path_factory.mktemp("ddp_data"), num_train=16, num_val=7, seed=3)
+    return processed_synthetic(tmp_path_factory.mktemp("ddp_data"), num_train=NUM_TRAIN, num_val=7, seed=3)
 
 
 def make_project(tmp_path: Path, processed: Path) -> Path:
@@ -225,13 +226,13 @@ def test_ddp_ranks_see_disjoint_training_samples_and_val_shards_that_cover_the_s
         for data in ranks:
             data.start_epoch(epoch, seed=epoch)
         seen = [list(data.train_loader.sampler) for data in ranks]
-        assert len(seen[0]) == len(seen[1]) == 8 and not set(seen[0]) & set(seen[1])
-        assert sorted(seen[0] + seen[1]) == list(range(16))
+        assert len(seen[0]) == len(seen[1]) == NUM_TRAIN // 2 and not set(seen[0]) & set(seen[1])
+        assert sorted(seen[0] + seen[1]) == list(range(NUM_TRAIN))
         orders.append(seen)
     assert orders[0] != orders[1]  # a new shuffle every epoch
     shards = [list(data.val_loader.dataset.indices) for data in ranks]
     assert sorted(shards[0] + shards[1]) == list(range(7))  # every val image scored exactly once: no padding
-    assert all(data.num_val == 7 and data.num_train == 16 for data in ranks)
+    assert all(data.num_val == 7 and data.num_train == NUM_TRAIN for data in ranks)
 
 
 def test_ddp_single_process_shuffle_is_the_seeded_permutation_of_the_epoch(processed):
@@ -240,7 +241,7 @@ def test_ddp_single_process_shuffle_is_the_seeded_permutation_of_the_epoch(proce
     params = parse(Params, {"data": {"image_size": 64}, **ONE_DRAW}, "")
     data = build_data(params, processed, read_manifest(processed))
     data.start_epoch(3, seed=45)
-    expected = torch.randperm(16, generator=torch.Generator().manual_seed(params.train.seed + 3)).tolist()
+    expected = torch.randperm(NUM_TRAIN, generator=torch.Generator().manual_seed(params.train.seed + 3)).tolist()
     assert list(data.train_loader.sampler) == expected
     assert np.array_equal(data.val_loader.dataset.indices, range(7))
 

@@ -57,19 +57,3 @@ def test_an_image_in_two_lists_is_refused(tmp_path: Path, lists: dict, message: 
     """A UserError: the merge stage says it in one line."""
     with pytest.raises(UserError, match=message):
         read_custom_voc(voc_with_lists(tmp_path / "voc", lists), None)
-
-
-def test_the_metrics_file_is_the_same_whatever_the_thread_count(tmp_path: Path):
-    """train.num_threads: auto gives evaluate fewer threads while other trainings run; a loss summed by 2 threads
-    differs from 1 thread's in the 8th digit, which must not reach metrics.json (nor dvc.lock through it)."""
-    root = voc_with_lists(tmp_path / "voc", {"train": [0, 1, 2, 3], "val": [6, 7, 8, 9]})
-    threads = torch.get_num_threads()
-    written = []
-    try:
-        for count in (1, 2):
-            torch.set_num_threads(count)
-            evaluated(root, tmp_path / f"threads{count}")
-            written.append((tmp_path / f"threads{count}" / "eval" / "metrics.json").read_bytes())
-    finally:
-        torch.set_num_threads(threads)
-    assert written[0] == written[1]

@@ -10,6 +10,18 @@ from pipeline.training import graceful_stop
 from pipeline.training.graceful_stop import GracefulStop
 
 
+@pytest.fixture(autouse=True)
+def python_signal_handlers():
+    """Python's own handlers for SIGINT and SIGTERM during each test, whatever the suite inherited: a background job of
+    a shell script starts with SIGINT ignored, and GracefulStop leaves an ignored signal ignored."""
+    previous = {number: signal.getsignal(number) for number in (signal.SIGINT, signal.SIGTERM)}
+    signal.signal(signal.SIGINT, signal.default_int_handler)
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
+    yield
+    for number, handler in previous.items():
+        signal.signal(number, handler)
+
+
 @pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT], ids=["SIGTERM", "SIGINT"])
 def test_a_signal_while_deferring_stops_at_the_next_stop_point(signum):
     before = signal.getsignal(signum)

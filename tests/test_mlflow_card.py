@@ -27,12 +27,13 @@ CLASSES = ["background", "disc", "square", "triangle", "star", "cross"]
 def store(tmp_path_factory) -> dict:
     """A repository-like folder with tiny synthetic data, trained for one epoch and evaluated by the stage."""
     root = tmp_path_factory.mktemp("repo")
-    synthetic.generate(root / "raw", num_train=8, num_val=4, seed=1)
+    synthetic.generate(root / "raw", num_train=48, num_val=6, seed=1)  # enough to learn: the model is registered
     write_interim(read_custom_voc(root / "raw", None), paths.interim_dir("synthetic", root))
     preprocess(paths.interim_dir("synthetic", root), paths.processed_dir("synthetic", root), 64)
     uri = f"sqlite:///{root / 'mlflow.db'}"
-    params = parse(Params, {"data": {"image_size": 64}, "models": {"unet": {"base_channels": 4, "depth": 2}},
-                            "train": {"epochs": 1, "batch_size": 4}, "augment": {"crop_size": 0, "crops_per_image": 1},
+    params = parse(Params, {"data": {"image_size": 64}, "models": {"unet": {"base_channels": 8, "depth": 3}},
+                            "train": {"epochs": 2, "batch_size": 4, "lr": 0.01},
+                            "augment": {"crop_size": 0, "crops_per_image": 1},
                             "evaluate": {"batch_size": 4},
                             "mlflow": {"tracking_uri": uri, "experiment": "cards", "log_onnx": False}}, "")
     with pytest.MonkeyPatch.context() as patch:
@@ -78,7 +79,7 @@ def test_the_version_carries_the_evaluated_card_as_description_and_as_model_card
     for section in ("Data", "Recipe", "Training", card.EVALUATION, "Intended use and limits"):
         assert f"\n## {section}\n" in description
     digest = tracking.data_digest(paths.processed_dir("synthetic", store["root"]))
-    assert f"`{digest}`" in description and "train 8, val 4" in description
+    assert f"`{digest}`" in description and "train 48, val 6" in description
     assert all(f"`{name}`" in description for name in CLASSES) and "| optimizer | adamw, lr 0.003" in description
     assert "| precision | " + store["run"].data.params["precision"] + " |" in description
     assert "Not evaluated yet" not in description and f"| mIoU | {store['eval']['miou']:.4f} |" in description
@@ -87,6 +88,28 @@ def test_the_version_carries_the_evaluated_card_as_description_and_as_model_card
     downloaded = mlflow.artifacts.download_artifacts(f"models:/{store['version'].name}/1", dst_path=str(tmp_path),
                                                      tracking_uri=store["uri"])
     assert (Path(downloaded) / card.FILE_NAME).read_text() == description
+
+
+@pytest.mark.slow
+def test_per_class_iou_is_a_metric_of_the_run_and_the_logged_model(store):
+    per_class = json.loads((paths.eval_dir(store["root"]) / "per_class_iou.json").read_text())
+    expected = {f"iou/{name}": value for name, value in per_class.items() if value is not None}
+    assert expected and {key: value for key, value in store["run"].data.metrics.items()
+                         if key.startswith("iou/")} == pytest.approx(expected)
+    logged = store["client"].get_logged_model(store["model_id"])
+    assert {metric.key for metric in logged.metrics} >= set(expected)
+
+
+@pytest.mark.slow
+def test_the_registered_model_itself_carries_the_champions_evaluated_card(store):
+    registered = store["client"].get_registered_model(store["version"].name)
+    assert registered.description == store["version"].description
+    assert f"| mIoU | {store['eval']['miou']:.4f} |" in registered.description
+
+
+def test_class_names_become_metric_names_mlflow_takes():
+    assert tracking.iou_metrics({"tv/monitor": 0.5, "potted plant": 0.25, "..": 0.1, "café": 0.2, "absent": None}) \
+        == {"iou/tv_monitor": 0.5, "iou/potted plant": 0.25, "iou/_": 0.1, "iou/café": 0.2}
 
 
 def test_an_experiment_made_before_gets_the_kind_and_a_chosen_kind_is_kept(tmp_path):

@@ -14,6 +14,7 @@ import pytest
 from PIL import Image
 
 from pipeline.data.interim import read_samples
+from pipeline.training.health import NOT_REGISTERED_TAG
 from tests import own_data
 from tests.project_repo import clean_env, make_project, run
 
@@ -39,7 +40,11 @@ def test_voc_layout_and_folder_data_with_peoples_names_train_through_dvc_exp_run
     assert [(r.info.run_name, r.data.params["data.dataset"]) for r in runs] == [("voc_layout", "voc_layout"),
                                                                                ("folder", "folder")]
     assert all("eval_miou" in r.data.metrics for r in runs)
-    assert client.get_model_version_by_alias("segmentation-folder-3cls", "champion").run_id == runs[1].info.run_id
+    # four training images for one epoch rarely beat predicting the background everywhere: such a model is logged and
+    # tagged, not registered (training/health.py); one that does is champion of its 3-class name
+    refused = runs[1].data.tags.get(NOT_REGISTERED_TAG, "")
+    assert refused.startswith("not registered: best val mIoU") or client.get_model_version_by_alias(
+        "segmentation-folder-3cls", "champion").run_id == runs[1].info.run_id
 
     photos = tmp_path / "photos é"
     own_data.save_photo(photos / f"{own_data.on_disk('café Æ')}.JPG", 0)

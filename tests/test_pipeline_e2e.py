@@ -6,6 +6,7 @@ import difflib
 import hashlib
 import json
 import subprocess
+import sys
 from pathlib import Path
 
 import mlflow
@@ -89,9 +90,40 @@ def test_an_identical_second_run_gives_a_byte_identical_dvc_lock(project):
     assert "eval_miou" in second_run.data.metrics
     resolved = json.loads((root / "reports/train/resolved.json").read_text())  # a DVC metric, and in MLflow
     recipe = {"lr": "train.lr", "epochs": "train.epochs", "crops_per_image": "augment.crops_per_image"}
-    assert set(resolved) == {*recipe, "device", "precision", "global_batch_size", "sync_batchnorm"}
+    assert set(resolved) == {*recipe, "device", "precision", "num_threads", "global_batch_size", "sync_batchnorm",
+                             "num_classes"}
     assert {name: str(value) for name, value in resolved.items()} == {
         name: second_run.data.params[recipe.get(name, name)] for name in resolved}
+
+
+# a CPU-heavy neighbour: a training step of a convolutional net, over and over, on torch's default threads
+NEIGHBOUR = """
+import torch
+net = torch.nn.Sequential(torch.nn.Conv2d(3, 32, 3, padding=1), torch.nn.ReLU(), torch.nn.Conv2d(32, 8, 3, padding=1))
+optimizer = torch.optim.SGD(net.parameters(), lr=0.01)
+images = torch.rand(8, 3, 128, 128)
+print("running", flush=True)
+while True:
+    optimizer.zero_grad()
+    net(images).square().mean().backward()
+    optimizer.step()
+"""
+
+
+def test_evaluate_writes_the_same_bytes_beside_a_cpu_heavy_neighbour(project):
+    """The thread count evaluate scores with is the machine's, not its load's (training/threads.py)."""
+    root, env = project
+    outputs = [root / "reports/eval" / name for name in ("metrics.json", "per_class_iou.json", "confusion_matrix.csv")]
+    alone = [path.read_bytes() for path in outputs]
+    neighbour = subprocess.Popen([sys.executable, "-c", NEIGHBOUR], stdout=subprocess.PIPE, text=True,
+                                 env={k: v for k, v in env.items() if k != "OMP_NUM_THREADS"})
+    try:
+        assert neighbour.stdout.readline().strip() == "running"
+        run(["dvc", "repro", "-f", "-s", "evaluate"], root, env)
+    finally:
+        neighbour.kill()
+        neighbour.wait()
+    assert [path.read_bytes() for path in outputs] == alone
 
 
 def test_experiments_land_in_the_root_store_named_after_the_experiment(project):
@@ -160,14 +192,28 @@ def test_a_failed_workspace_experiment_ends_with_the_command_that_restores_it(pr
 def test_a_named_grid_runs_through_the_queue_as_one_sweep_in_mlflow(project):
     root, env = project
     # up to train, which names, tags and closes the runs: evaluate and plot would only add stage start-ups
-    run(["dvc", "exp", "run", "--queue", "train", "-n", "tiny", "-S", "train.epochs=1", "-S", "train.lr=0.01,0.02"],
+    run(["dvc", "exp", "run", "--queue", "train", "-n", "tiny", "-S", "train.epochs=1", "-S", "train.lr=0.02,0.03"],
         root, env)
     run(["dvc", "exp", "run", "--run-all", "-j", "1"], root, env)
     mlflow.set_tracking_uri(f"sqlite:///{root / 'mlflow.db'}")
     experiment = mlflow.get_experiment_by_name("segmentation")
     runs = mlflow.MlflowClient().search_runs([experiment.experiment_id], "tags.sweep = 'tiny'")
     assert sorted((r.info.run_name, r.data.params["train.lr"], r.data.params["train.epochs"]) for r in runs) == [
-        ("tiny-1", "0.01", "1"), ("tiny-2", "0.02", "1")]
+        ("tiny-1", "0.02", "1"), ("tiny-2", "0.03", "1")]
     assert {r.info.status for r in runs} == {"FINISHED"}
     shown = json.loads(run(["dvc", "exp", "show", "--json"], root, env))
     assert {"tiny-1", "tiny-2"} <= {exp["name"] for baseline in shown for exp in (baseline.get("experiments") or [])}
+
+
+def test_a_bf16_training_reruns_to_a_byte_identical_dvc_lock(project):
+    """The bf16 path that `precision: auto` takes on CPUs with native bf16 (emulated where there is none). Last in the
+    module: it commits the workspace and restores it."""
+    root, env = project
+    commit_workspace(root, env)  # for the restore at the end
+    run(["dvc", "exp", "run", "-S", "train.precision=bf16", "-n", "bf16"], root, env)
+    first = (root / "dvc.lock").read_text()
+    assert json.loads((root / "reports/train/resolved.json").read_text())["precision"] == "bf16"
+    run(["dvc", "repro", "-f", "--downstream", "train"], root, env)
+    second = (root / "dvc.lock").read_text()
+    assert second == first, "".join(difflib.unified_diff(first.splitlines(True), second.splitlines(True)))
+    run(["bash", "-c", RESTORE_COMMAND], root, env)

@@ -150,6 +150,28 @@ def test_folder_arguments_predict_their_images_only(trained, tmp_path):
         predict.main([str(empty), "--model", str(trained["checkpoint"]), "--out", str(out)])
 
 
+def test_says_what_it_wrote_and_replaces_earlier_results_only_when_asked(trained, tmp_path, capsys):
+    write_images(tmp_path)
+    out = tmp_path / "out"
+    args = [str(tmp_path / "wide.jpg"), str(tmp_path / "tall.jpg"), "--model", str(trained["checkpoint"]),
+            "--out", str(out), "--device", "cpu"]
+    assert predict.main(args) == 0
+    assert capsys.readouterr().out == (f"wrote 2 masks and overlays to {out}: wide_mask.png, wide_overlay.png, "
+                                       "tall_mask.png and 1 more\n")
+    (out / "wide_mask.png").write_bytes(b"an earlier result")
+    (tmp_path / "model.pt").write_text("not a checkpoint: refused before loading it")
+    with pytest.raises(SystemExit) as exit_info:
+        predict.main([*args[:3], str(tmp_path / "model.pt"), *args[4:]])
+    assert exit_info.value.code == (f"error: --out {out}: 4 of the files to write exist already (wide_mask.png, "
+                                    "wide_overlay.png, tall_mask.png and 1 more); pass --overwrite to replace them, "
+                                    "or choose another --out")
+    assert (out / "wide_mask.png").read_bytes() == b"an earlier result"
+    assert predict.main([*args, "--overwrite"]) == 0
+    assert capsys.readouterr().out.endswith("; 4 of them replaced earlier files\n")
+    with Image.open(out / "wide_mask.png") as mask:
+        assert mask.size == (80, 48)
+
+
 def test_image_size_defaults_to_the_checkpoints(trained, tmp_path):
     write_images(tmp_path)
     image = tmp_path / "tall.jpg"
@@ -181,7 +203,8 @@ def test_overlay_keeps_background_pixels_and_adds_a_legend(tmp_path):
     photo[:, 30:, 0] = rng.integers(220, 256, (40, 30))  # bright red on the right: class 1
     Image.fromarray(photo).save(tmp_path / "photo.png")
     model = SegmentationModel(RedThreshold(), CLASSES, TRAINED_SIZE)
-    assert predict.predict_files(model, [tmp_path / "photo.png"], tmp_path / "out") == []
+    written, errors = predict.predict_files(model, [tmp_path / "photo.png"], tmp_path / "out")
+    assert errors == [] and [path.name for path in written] == ["photo_mask.png", "photo_overlay.png"]
     mask = np.asarray(Image.open(tmp_path / "out" / "photo_mask.png"))
     assert (mask[:, :25] == 0).all() and (mask[:, 35:] == 1).all()
     shown = np.asarray(Image.open(tmp_path / "out" / "photo_overlay.png").convert("RGB"))

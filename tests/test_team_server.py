@@ -26,7 +26,7 @@ pytestmark = pytest.mark.slow  # starts PostgreSQL, an S3 server and an MLflow s
 BUCKET = "mlflow-artifacts"
 USER, PASSWORD = "alice", "alice-password-1234"
 REGISTERED = "segmentation-synthetic-6cls"
-EXPERIMENTS = {"lr-low": "0.001", "lr-high": "0.01"}
+EXPERIMENTS = {"lr-low": "0.005", "lr-high": "0.01"}
 
 
 @pytest.fixture(scope="module")

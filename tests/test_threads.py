@@ -1,79 +1,50 @@
-"""train.num_threads: auto: trainings running at once share the cores, and a killed one stops counting."""
-import signal
+"""train.num_threads: auto is fixed by the machine and the launch, not by the trainings running beside it, and the
+stages make OpenMP wait passively so that trainings running at once share the cores."""
+import os
 import subprocess
 import sys
 
 import pytest
 import torch
 
-from pipeline.training.threads import ThreadShare, fair_share, share_cores
+from pipeline.training.threads import resolve_threads, usable_cores, use_threads
 from tests.conftest import REPO_ROOT
 
-HOLD_SLOT = ("import sys, time; from pathlib import Path; from pipeline.training.threads import ThreadShare; "
-             "share = ThreadShare(Path(sys.argv[1])); print('holding', flush=True); time.sleep(120)")
+
+def test_auto_is_every_core_this_process_may_use(monkeypatch):
+    monkeypatch.delenv("LOCAL_WORLD_SIZE", raising=False)
+    assert resolve_threads("auto") == usable_cores() == len(os.sched_getaffinity(0))
 
 
-@pytest.mark.parametrize(("cores", "trainings", "threads"), [(2, 1, 2), (2, 2, 1), (2, 3, 1), (8, 3, 2), (16, 4, 4)])
-def test_each_training_gets_an_equal_share_and_at_least_one_thread(cores, trainings, threads):
-    assert fair_share(cores, trainings) == threads
+@pytest.mark.parametrize(("processes", "cores", "threads"), [("2", 2, 1), ("3", 2, 1), ("4", 16, 4), ("3", 16, 5)])
+def test_under_torchrun_auto_is_an_equal_share_of_the_cores_among_the_local_processes(monkeypatch, processes, cores,
+                                                                                      threads):
+    monkeypatch.setenv("LOCAL_WORLD_SIZE", processes)
+    monkeypatch.setattr("pipeline.training.threads.usable_cores", lambda: cores)
+    assert resolve_threads("auto") == threads
 
 
-def start_training_process(slot_dir) -> subprocess.Popen:
-    """Another process holding a slot, as a running training does."""
-    process = subprocess.Popen([sys.executable, "-c", HOLD_SLOT, str(slot_dir)], cwd=REPO_ROOT,
-                               stdout=subprocess.PIPE, text=True)
-    assert process.stdout.readline().strip() == "holding"
-    return process
+def test_a_number_is_kept_and_zero_is_torchs_default():
+    assert resolve_threads(3) == 3
+    assert resolve_threads(0) == torch.get_num_threads()
 
 
-def test_concurrent_trainings_share_the_cores_and_a_killed_one_stops_counting(tmp_path):
-    share = ThreadShare(tmp_path, cores=4)
-    assert (share.trainings(), share.threads()) == (1, 4)
-    others = [start_training_process(tmp_path) for _ in range(2)]
-    try:
-        assert (share.trainings(), share.threads()) == (3, 1)
-        others[0].send_signal(signal.SIGKILL)  # no clean-up runs: the kernel drops its lock
-        others[0].wait()
-        assert (share.trainings(), share.threads()) == (2, 2)
-    finally:
-        for process in others:
-            process.kill()
-            process.wait()
-    assert share.trainings() == 1
-    share.release()
-    assert ThreadShare(tmp_path, cores=4).trainings() == 1  # the released slot is free for the next training
-
-
-def test_a_slot_freed_by_a_finished_training_is_reused(tmp_path):
-    with ThreadShare(tmp_path, cores=2):
-        pass
-    with ThreadShare(tmp_path, cores=2) as share:
-        assert share.trainings() == 1
-    assert sorted(path.name for path in tmp_path.iterdir()) == ["slot-0"]
-
-
-def test_refresh_follows_the_share_as_trainings_start(tmp_path, monkeypatch):
-    monkeypatch.setattr("pipeline.training.threads.RECHECK_SECONDS", 0.0)
+def test_use_threads_sets_torch_for_the_run():
     before = torch.get_num_threads()
     try:
-        with ThreadShare(tmp_path, cores=2) as share:
-            assert torch.get_num_threads() == 2
-            other = start_training_process(tmp_path)
-            try:
-                assert share.refresh() == 1
-            finally:
-                other.kill()
-                other.wait()
-            assert share.refresh() == 2
+        assert use_threads(2) == 2 == torch.get_num_threads()
     finally:
         torch.set_num_threads(before)
 
 
-def test_a_fixed_thread_count_holds_no_slot():
-    with share_cores(3) as share:
-        assert share is None
+def wait_policy_seen_by_a_stage(env: dict) -> str:
+    """OMP_WAIT_POLICY as a stage process sees it once its package is imported, before torch loads."""
+    code = "import stages, os, sys; assert 'torch' not in sys.modules; print(os.environ['OMP_WAIT_POLICY'])"
+    return subprocess.run([sys.executable, "-c", code], cwd=REPO_ROOT, env=env, capture_output=True, text=True,
+                          check=True).stdout.strip()
 
 
-def test_the_slot_folder_is_shared_by_every_user_of_the_machine(tmp_path):
-    with ThreadShare(tmp_path / "slots", cores=2):
-        assert (tmp_path / "slots").stat().st_mode & 0o7777 == 0o1777
+def test_stages_make_openmp_wait_passively_unless_the_user_chose():
+    env = {k: v for k, v in os.environ.items() if k != "OMP_WAIT_POLICY"}
+    assert wait_policy_seen_by_a_stage(env) == "PASSIVE"
+    assert wait_policy_seen_by_a_stage({**env, "OMP_WAIT_POLICY": "ACTIVE"}) == "ACTIVE"

@@ -19,7 +19,6 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
-from PIL import Image
 
 from pipeline import tracking
 from pipeline.config import EvaluateParams, Params, as_dict, parse
@@ -31,8 +30,10 @@ from pipeline.data.sources.voc import read_custom_voc
 from pipeline.evaluation.evaluate import evaluate
 from pipeline.models.checkpoint import load_checkpoint
 from pipeline.paths import TrainOutputs
-from pipeline.training.loop import TrainingDiverged, train
+from pipeline.training.health import TrainingDiverged
+from pipeline.training.loop import train
 from pipeline.training.state import read_state
+from tests.synthetic_data import write_single_class_root
 
 pytestmark = pytest.mark.slow  # trains models and runs real MLflow stores
 
@@ -91,7 +92,7 @@ def test_training_learns_and_writes_every_output(synthetic_data, tmp_path):
     assert json.loads((tmp_path / "reports/resolved.json").read_text()) == {
         "lr": 0.01, "epochs": 4, "crops_per_image": 1,
         "device": "cpu", "precision": mlflow.get_run(run_of(tmp_path / "models/model.pt")).data.params["precision"],
-        "global_batch_size": 4, "sync_batchnorm": False}
+        "global_batch_size": 4, "sync_batchnorm": False, "num_classes": 6}
     progress = np.load(tmp_path / "reports/progress.npz")
     assert list(progress["epochs"]) == [1, 2, 4] and progress["predictions"].shape[1:] == (4, 64, 64)
 
@@ -117,7 +118,8 @@ sys.path.insert(0, {repo!r})
 from pathlib import Path
 from pipeline.config import Params, parse
 from pipeline.paths import TrainOutputs
-from pipeline.training.loop import TrainingDiverged, train
+from pipeline.training.health import TrainingDiverged
+from pipeline.training.loop import train
 from stages.cli import interrupt_on_sigterm
 interrupt_on_sigterm()
 params = parse(Params, json.loads({params!r}), "")
@@ -195,19 +197,6 @@ def test_sigterm_stops_at_a_batch_boundary_with_the_run_killed(synthetic_data, t
     assert saved.run_id and saved.epoch == len(saved.history) >= 1
     mlflow.set_tracking_uri(f"sqlite:///{tmp_path / 'mlflow.db'}")
     assert mlflow.MlflowClient().get_run(saved.run_id).info.status == "KILLED"
-
-
-def write_single_class_root(root: Path, synthetic_raw: Path) -> None:
-    """Two single-class sets cut from the synthetic scenes: discs in some images, squares in others."""
-    voc = synthetic_raw / "VOCdevkit" / "VOC2012"
-    ids = sorted(path.stem for path in (voc / "JPEGImages").glob("*.jpg"))
-    for offset, (name, class_index) in enumerate([("disc", 1), ("square", 2)]):
-        for sample_id in ids[offset::2]:
-            mask = np.asarray(Image.open(voc / "SegmentationClass" / f"{sample_id}.png")) == class_index
-            (root / name / "images").mkdir(parents=True, exist_ok=True)
-            (root / name / "masks").mkdir(parents=True, exist_ok=True)
-            Image.open(voc / "JPEGImages" / f"{sample_id}.jpg").save(root / name / "images" / f"{sample_id}.png")
-            Image.fromarray((mask * 255).astype(np.uint8)).save(root / name / "masks" / f"{sample_id}.png")
 
 
 def test_single_class_sets_train_with_the_marginal_loss_and_score_labelled_classes(synthetic_data, tmp_path):

@@ -28,8 +28,7 @@ from pipeline.inference import predict_logits_many
 from pipeline.models.checkpoint import load_checkpoint
 from pipeline.training.device import memory_format, pick_device
 
-HEADLINE = ("miou", "pixel_accuracy", "mean_accuracy", "fw_iou")
-LOSS_DECIMALS = 6  # what a different thread count leaves unchanged (it moves the 8th digit)
+HEADLINE = ("miou", "pixel_accuracy", "mean_accuracy", "fw_iou", "loss")
 
 
 def score_original(model, interim_dir: Path, split: str, image_size: int, batch_size: int, tta: dict,
@@ -53,10 +52,9 @@ def score_original(model, interim_dir: Path, split: str, image_size: int, batch_
 
 
 def reported(scores: dict) -> dict:
-    """The headline scores, exact (they come from the confusion matrix's counts), and the loss to LOSS_DECIMALS: its
-    later digits depend on how many threads summed it, which follows the machine's load (train.num_threads: auto),
-    and a metrics file that changed with them would change dvc.lock on every re-run."""
-    return {**{name: scores[name] for name in HEADLINE}, "loss": round(scores["loss"], LOSS_DECIMALS)}
+    """The headline scores, every digit: the thread count they were computed with is fixed by the machine, not its
+    load (training/threads.py), so a re-run writes the same bytes."""
+    return {name: scores[name] for name in HEADLINE}
 
 
 def evaluate(processed_dir: Path, interim_dir: Path, model_path: Path, out_dir: Path, settings) -> dict:

@@ -77,6 +77,15 @@ def scores_from_confusion(confusion: np.ndarray) -> dict:
     }
 
 
+def majority_class_miou(confusion: np.ndarray) -> float:
+    """The mIoU of predicting the split's most frequent true class everywhere, from the split's confusion matrix (its
+    rows count each class's true pixels): that class scores its pixel share, every other class present scores 0.
+    A model that does not beat it has learned nothing about the image."""
+    truth = np.asarray(confusion, dtype=np.float64).sum(axis=1)
+    present = int((truth > 0).sum())
+    return float(truth.max() / truth.sum() / present) if present else float("nan")
+
+
 def as_labelled(prediction: torch.Tensor, labelled: torch.Tensor) -> torch.Tensor:
     """Predictions of a class an image is not labelled for count as background there: that image's
     background pixels only say "none of my labelled classes" (the marginal rule)."""

@@ -40,7 +40,7 @@ def data_section(params, manifest: dict, data_digest: str, partial: bool, images
                                             if images_used.get(split, count) != count else "")
                       for split, count in splits.items())
     classes = manifest["classes"]
-    lines = [f"- Dataset: `{params.data.dataset}`" + (f" from `{params.data.root}`" if params.data.root else ""),
+    lines = [f"- Dataset: `{params.data.dataset}`" + (f" from `{params.data.own_root}`" if params.data.own_root else ""),
              f"- Digest of the processed arrays: `{data_digest}` (the run's dataset input in MLflow)",
              f"- Images: {sizes}, resized to {manifest['image_size']}×{manifest['image_size']}",
              f"- Classes ({len(classes)}): " + ", ".join(f"`{name}`" for name in classes),

@@ -1,4 +1,4 @@
-"""The search worker's command line (README "Searching hyperparameters").
+"""The search worker's command line (docs/how-to/search.md).
 
     python -m pipeline.search --study NAME --storage URL --space FILE --trials N [-S key=value ...]
     python -m pipeline.search --study NAME --storage URL --best

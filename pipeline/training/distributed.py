@@ -43,7 +43,7 @@ def launched_by_torchrun() -> bool:
 def torchrun_arguments(nproc_per_node: int, module: str, args: list[str]) -> list[str]:
     """torchrun's arguments for `python -m module args`: `--standalone` (one node), or, when torchrun's own
     environment variables name a rendezvous (PET_NNODES, PET_RDZV_ENDPOINT or PET_MASTER_ADDR), none, so that
-    the processes join those of the other nodes (README, "Scaling out")."""
+    the processes join those of the other nodes (docs/how-to/gpus.md)."""
     standalone = [] if any(os.environ.get(name) for name in MULTI_NODE_SETTINGS) else ["--standalone"]
     return [*standalone, f"--nproc-per-node={nproc_per_node}", "-m", module, *args]
 

@@ -4,8 +4,8 @@ Everything comes from params.yaml: architecture, loss, optimizer, schedule, prec
 The training state is saved after every epoch, so a killed run continues where it stopped, in the
 same MLflow run (see state.py); Ctrl-C and SIGTERM stop it at a batch boundary, never in the middle of a write
 (graceful_stop.py). Under torchrun the same loop runs in every process, data-parallel
-(see distributed.py). A loss or val score that is not finite stops the training with a FAILED run (check_finite):
-a diverged model must reach neither the reports nor the registry.
+(see distributed.py). A loss or val score that is not finite, or a loss that exploded, stops the training with a
+FAILED run, and a model no better than the majority class is not registered (health.py).
 """
 from __future__ import annotations
 
@@ -25,7 +25,7 @@ from tqdm import tqdm
 from pipeline import atomic, tracking
 from pipeline.config import Params, active, flatten
 from pipeline.data.dataset import read_manifest
-from pipeline.errors import UserError
+from pipeline.evaluation.metrics import majority_class_miou
 from pipeline.evaluation.scoring import score_loader
 from pipeline.inference import class_indices, predict_batch
 from pipeline.logs import duration
@@ -35,9 +35,16 @@ from pipeline.models.checkpoint import save_checkpoint
 from pipeline.models.registry import build_model, count_parameters, rebuild_params
 from pipeline.models.segmenter import SegmentationModel
 from pipeline.paths import TrainOutputs
-from pipeline.training import distributed, pruning, reports
+from pipeline.training import budget, distributed, pruning, reports
 from pipeline.training.device import autocast, memory_format, pick_device, pick_precision
 from pipeline.training.graceful_stop import GracefulStop
+from pipeline.training.health import (
+    NOT_REGISTERED_TAG,
+    TrainingDiverged,
+    check_finite,
+    check_not_exploded,
+    registration_refusal,
+)
 from pipeline.training.optim import Schedule
 from pipeline.training.setup import (
     TrainData,
@@ -50,17 +57,11 @@ from pipeline.training.setup import (
     seed_everything,
 )
 from pipeline.training.state import TrainState, fingerprint, read_state
-from pipeline.training.threads import ThreadShare, share_cores
 
 RANK_SEED_STRIDE = 100_000  # more epochs than any training runs: no two (epoch, rank) pairs share a seed
 SHOWN_CLASS_NAMES = 8  # the start line names this many classes, then counts the rest
 
 log = logging.getLogger(__name__)
-
-
-class TrainingDiverged(UserError):
-    """A loss or val score is not a finite number: the weights are lost, so the training stops before the epoch
-    reaches the state, the history or MLflow, and nothing is registered."""
 
 
 @dataclass
@@ -79,7 +80,7 @@ class Trainer:
     sync_batchnorm: bool
     class_names: list[str]
     image_size: int
-    thread_share: ThreadShare | None = None  # train.num_threads: auto, followed at every batch
+    majority_val_miou: float | None = None  # the val split's majority-class predictor's (health.py)
     stop: GracefulStop = dataclasses.field(default_factory=GracefulStop)  # Ctrl-C and SIGTERM, at batch boundaries
     trial: pruning.TrialLink | None = None  # the Optuna trial this training runs as, if any (pruning.py)
 
@@ -99,12 +100,14 @@ class Trainer:
         train_loss, samples = self.train_one_epoch(f"epoch {epoch}")
         speed = samples / (time.perf_counter() - started)
         check_finite(epoch, {"train_loss": train_loss}, recipe)  # before validating weights that are lost
+        check_not_exploded(epoch, train_loss, len(self.class_names), recipe)
         distributed.copy_buffers_from_main(self.model)
         scores = self.validate()
         self.stop.stop_point(f"while validating epoch {epoch}")  # before its partial scores are looked at
         row = {"epoch": epoch, "train_loss": train_loss, "val_loss": scores["loss"], "val_miou": scores["miou"],
                "val_pixel_accuracy": scores["pixel_accuracy"], "lr": lr}
         check_finite(epoch, row, recipe)
+        self.majority_val_miou = majority_class_miou(scores["confusion_matrix"])
         self.scheduler.after_epoch(scores["miou"])
         return row, speed
 
@@ -118,8 +121,6 @@ class Trainer:
         total, count = 0.0, 0
         for images, masks, labelled in tqdm(self.data.train_loader, desc=description, unit="batch", leave=False,
                                             disable=None if distributed.is_main() else True):
-            if self.thread_share:
-                self.thread_share.refresh()
             images, masks, labelled = (part.to(self.device, non_blocking=True) for part in (images, masks, labelled))
             images = images.contiguous(memory_format=memory_format(self.device, self.precision))
             self.optimizer.zero_grad(set_to_none=True)
@@ -163,8 +164,7 @@ class Trainer:
         self.scheduler.load_state_dict(state.scheduler)
 
 
-def build_trainer(params: Params, processed_dir: Path, manifest: dict, device: torch.device,
-                  thread_share: ThreadShare | None = None) -> Trainer:
+def build_trainer(params: Params, processed_dir: Path, manifest: dict, device: torch.device) -> Trainer:
     recipe = params.train
     precision = pick_precision(recipe.precision, device)
     class_names, image_size = manifest["classes"], manifest["image_size"]
@@ -177,7 +177,8 @@ def build_trainer(params: Params, processed_dir: Path, manifest: dict, device: t
     optimizer, scheduler = build_optimization(params, model, len(data.train_loader))
     return Trainer(params, data, model, network, build_training_loss(params, data, len(class_names)), optimizer,
                    scheduler, torch.amp.GradScaler(device.type, enabled=precision == "fp16"), device, precision,
-                   sync_batchnorm, class_names, image_size, thread_share, trial=pruning.TrialLink.from_environment())
+                   sync_batchnorm, class_names, image_size,
+                   trial=pruning.TrialLink.from_environment())
 
 
 def train(params: Params, processed_dir: Path, outputs: TrainOutputs, time_budget: float | None = None) -> dict:
@@ -189,8 +190,7 @@ def train(params: Params, processed_dir: Path, outputs: TrainOutputs, time_budge
     manifest = read_manifest(processed_dir)
     check_params_against_data(params, manifest, processed_dir)
     configure_torch(params.train)
-    with share_cores(params.train.num_threads) as share, distributed.process_group(
-            pick_device(params.train.device)) as device:
+    with distributed.process_group(pick_device(params.train.device)) as device:
         main = distributed.is_main()
         if main:
             remove_stale_temporaries(outputs)
@@ -199,12 +199,14 @@ def train(params: Params, processed_dir: Path, outputs: TrainOutputs, time_budge
         experiment_id = tracking.setup_experiment(params.mlflow) if main else None
         if main and tracking.is_server(mlflow.get_tracking_uri()):  # a local store has no users to refuse
             check_rights_to_register(model_name(params, manifest["classes"]))
-        trainer = build_trainer(params, processed_dir, manifest, device, share)
+        identity = fingerprint(without_launch_params(flatten(active(params))), manifest)  # a budget, not its epochs
+        state = distributed.from_main(resume_or_start(outputs.state, identity) if main else None)
+        params = budget.fit_to_budget(params, state, lambda fitted: build_trainer(fitted, processed_dir, manifest,
+                                                                                  device), outputs.state)
+        trainer = build_trainer(params, processed_dir, manifest, device)
         if main:
             log.info(describe(params, trainer))
         flat_params = flatten(active(params))
-        identity = fingerprint(without_launch_params(flat_params), manifest)
-        state = distributed.from_main(resume_or_start(outputs.state, identity) if main else None)
         digest = tracking.data_digest(processed_dir) if main else None  # reads every array: once, for run and card
         if state.epoch:
             trainer.restore(state)
@@ -274,12 +276,13 @@ def run_epochs(params: Params, outputs: TrainOutputs, state: TrainState, trainer
             break
         row, speed = trainer.run_epoch(epoch)
         state.record(row, trainer.model)
+        state.majority_val_miou = trainer.majority_val_miou
         state.epoch = epoch
         if distributed.is_main():
             save_epoch(params, outputs, state, trainer, row)
             elapsed = time.perf_counter() - started
             log.info(epoch_line(row, recipe.epochs, speed, elapsed, eta=elapsed / (epoch - first + 1) *
-                                (recipe.epochs - epoch)))
+                                (recipe.epochs - epoch)) + (budget.first_epoch_note(recipe) if epoch == first else ""))
         if trainer.trial and distributed.from_main(distributed.is_main() and trainer.trial.prune_after(row,
                                                                                                        recipe.epochs)):
             break
@@ -308,26 +311,6 @@ def describe(params: Params, trainer: Trainer) -> str:
             f"{len(names)} classes ({classes}); {params.train.epochs} epochs of batch {params.train.batch_size}; "
             f"device {trainer.device}, precision {trainer.precision}, threads {torch.get_num_threads()}"
             + (f" in each of {processes} processes" if processes > 1 else ""))
-
-
-def check_finite(epoch: int, values: dict, recipe) -> None:
-    """Stop the training when a loss or score of `epoch` is NaN or infinite. The values are sums over the
-    processes, the same in each, so under torchrun every process stops at the same epoch."""
-    lost = {name: value for name, value in values.items() if not math.isfinite(value)}
-    if not lost:
-        return
-    found = ", ".join(f"{name} is {value}" for name, value in lost.items())
-    if any(name.endswith("loss") for name in lost):
-        raise TrainingDiverged(f"training diverged in epoch {epoch} ({found}): {steadier(recipe)}")
-    # finite losses: a score is NaN only when no val pixel is labelled (metrics.scores_from_confusion)
-    raise TrainingDiverged(f"epoch {epoch}: {found}: no pixel of the val split is labelled (all are 255)")
-
-
-def steadier(recipe) -> str:
-    """What makes the next try steadier: a smaller step, or a cap on the gradient's norm."""
-    clip = (f"lower train.grad_clip_norm (now {recipe.grad_clip_norm:g})" if recipe.grad_clip_norm
-            else "set train.grad_clip_norm (e.g. 1.0)")
-    return f"lower train.lr (now {recipe.lr:g}) or {clip}"
 
 
 def save_epoch(params: Params, outputs: TrainOutputs, state: TrainState, trainer: Trainer, row: dict) -> None:
@@ -365,7 +348,7 @@ def log_run(params: Params, flat_params: dict, trainer: Trainer, processed_dir: 
     tracking.log_run_params(flat_params, {
         "model.num_parameters": count_parameters(trainer.model), "data.num_train": trainer.data.num_train,
         "data.num_val": trainer.data.num_val, **resolved_settings(trainer), **run_conditions(trainer)})
-    tracking.log_dataset(params.data.dataset, params.data.root or str(processed_dir), data_digest)
+    tracking.log_dataset(params.data.dataset, params.data.own_root or str(processed_dir), data_digest)
 
 
 def write_resolved(params: Params, outputs: TrainOutputs, trainer: Trainer) -> None:
@@ -375,18 +358,18 @@ def write_resolved(params: Params, outputs: TrainOutputs, trainer: Trainer) -> N
 
 
 def resolved_settings(trainer: Trainer) -> dict:
-    """What `auto` params, the machine and the launch decided that changes the numbers (bf16 or fp32 alone moves
-    mIoU; the process count sets the global batch): a DVC metric, a column of `dvc exp show`."""
-    return {"device": trainer.device.type, "precision": trainer.precision,
+    """What `auto` params, the machine, the launch and the data decided that changes the numbers (bf16 or fp32 alone
+    moves mIoU; the process count sets the global batch; the thread count moves fp32 sums, training/threads.py; two
+    folders of one dataset kind may hold 8 or 11 classes): a DVC metric, a column of `dvc exp show`."""
+    return {"device": trainer.device.type, "precision": trainer.precision, "num_threads": torch.get_num_threads(),
             "global_batch_size": trainer.params.train.batch_size * distributed.world_size(),
-            "sync_batchnorm": trainer.sync_batchnorm}
+            "sync_batchnorm": trainer.sync_batchnorm, "num_classes": len(trainer.class_names)}
 
 
 def run_conditions(trainer: Trainer) -> dict:
     """How this machine ran the training, which leaves the numbers as they were: on the MLflow run and the model
-    card, not in a DVC file (the thread share changes with the trainings beside this one)."""
-    return {"num_threads": torch.get_num_threads(), "num_processes": distributed.world_size(),
-            "num_workers": trainer.data.train_loader.num_workers}
+    card, not in a DVC file."""
+    return {"num_processes": distributed.world_size(), "num_workers": trainer.data.train_loader.num_workers}
 
 
 def to_device(model: nn.Module, device: torch.device, precision: str) -> nn.Module:
@@ -434,10 +417,18 @@ def finish(params: Params, outputs: TrainOutputs, state: TrainState, trainer: Tr
                                     {**resolved_settings(trainer), **run_conditions(trainer)}, best, seconds,
                                     state.epoch, resumed_after)
     best_metrics = {key if key.startswith("best") else f"best_{key}": value for key, value in best.items()}
+    refusal = registration_refusal(best["val_miou"], state.majority_val_miou, state.history, params.train,
+                                   len(trainer.class_names))
+    if state.majority_val_miou is not None:
+        mlflow.log_metric("val_miou_majority_class", state.majority_val_miou)
+    if refusal:
+        log.warning(refusal)
+        mlflow.set_tag(NOT_REGISTERED_TAG, refusal)
     if trainer.trial:  # a study registers its best trial's model, not every trial's (pipeline/search/best.py)
-        mlflow.set_tags(trainer.trial.end_tags())
+        mlflow.set_tags({**trainer.trial.end_tags(), **({} if refusal else tracking.registration_tags(
+            name, measured_on, best["val_miou"]))})
     tracking.log_and_promote_model(outputs.model, name, measured_on, best["val_miou"], best_metrics, model_card,
-                                   params.mlflow.log_onnx, register=trainer.trial is None)
+                                   params.mlflow.log_onnx, register=refusal is None and trainer.trial is None)
     state.completed = True
     run_id, state.run_id = state.run_id, None  # only an unfinished state needs its run: identical runs, equal bytes
     state.save(outputs.state)

@@ -19,6 +19,7 @@ from pipeline.models.segmenter import SegmentationModel
 from pipeline.training.finetune import initial_weights, load_matching_weights
 from pipeline.training.losses import build_loss
 from pipeline.training.optim import build_optimizer, build_scheduler
+from pipeline.training.threads import use_threads
 
 log = logging.getLogger(__name__)
 
@@ -35,8 +36,7 @@ def seed_everything(seed: int) -> None:
 def configure_torch(recipe) -> None:
     """Threads and determinism, before anything random or parallel happens."""
     seed_everything(recipe.seed)
-    if recipe.num_threads != "auto" and recipe.num_threads:
-        torch.set_num_threads(recipe.num_threads)
+    use_threads(recipe.num_threads)
     if recipe.deterministic:
         os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")  # deterministic cuBLAS; read when CUDA starts
         torch.use_deterministic_algorithms(True, warn_only=True)

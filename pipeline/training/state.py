@@ -28,6 +28,7 @@ log = logging.getLogger(__name__)
 class TrainState:
     fingerprint: str
     epoch: int = 0                      # last finished epoch
+    planned_epochs: int | None = None   # the epochs train.time_budget resolved to: a resumed run keeps them
     completed: bool = False
     run_id: str | None = None           # the MLflow run a resumed training continues; None once completed
     history: list[dict] = field(default_factory=list)  # one row per epoch (see reports.HISTORY_COLUMNS)
@@ -35,6 +36,7 @@ class TrainState:
     best: dict = field(default_factory=lambda: {"val_miou": -1.0})
     best_weights: dict[str, torch.Tensor] | None = None
     epochs_without_improvement: int = 0
+    majority_val_miou: float | None = None  # the val split's majority-class predictor's (training/health.py)
     model: dict | None = None           # weights, optimizer and scheduler after `epoch`
     optimizer: dict | None = None
     scheduler: dict | None = None

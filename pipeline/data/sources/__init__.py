@@ -17,7 +17,7 @@ __all__ = ["download_source", "read_source"]
 
 def read_source(data: DataParams, raw_dir: Path) -> SourceDataset:
     root = source_root(raw_dir)
-    if data.root is not None:
+    if data.own_root is not None:
         warn_about_links_leaving(root)
     if data.dataset in ("synthetic", "voc_layout"):  # synthetic writes its classes.txt like a user's folder
         return read_custom_voc(root, data.voc_layout.classes)

@@ -39,7 +39,7 @@ def read_folder(root: Path, classes: list[str] | None, colors: dict[str, Colour]
     root = Path(root)
     if not (root / "images").is_dir():
         raise FileNotFoundError(f"{root / 'images'}: image folder missing (expected data.root/images/ and "
-                                f"data.root/masks/, see the README's Datasets section)")
+                                f"data.root/masks/, see docs/how-to/own-data.md)")
     names_file = root / CLASSES_FILE
     names = choose_class_names(names_file if names_file.exists() else None, names_file, classes, "data.folder.classes")
     splits = own_splits(root)

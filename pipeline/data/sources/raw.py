@@ -1,7 +1,11 @@
 """How the raw files of each `data.dataset` are obtained: generated, downloaded, or a folder the user has.
 
-With `data.root` set, nothing is downloaded: the download stage only records the root in
-`data/raw/<dataset>/source.json` and merge reads the folder in place.
+With `data.root` naming a folder of the user's, nothing is downloaded: merge reads the folder in place, and the
+download stage records in `data/raw/<dataset>/source.json` the folder and a digest of its files. DVC re-runs download
+when the folder's files change (it is a dependency of the stage, dvc.yaml), and the new digest makes merge and
+everything after it run again: a re-annotated mask reaches the model, and each dvc.lock names the data it came from.
+An `s3://` root is copied into `data/raw/<dataset>/` instead (merge reads local files); DVC hashes the remote folder
+just the same.
 """
 from __future__ import annotations
 
@@ -10,9 +14,12 @@ import logging
 import os
 from pathlib import Path
 
+import fsspec
+
 from pipeline.atomic import atomic_dir
 from pipeline.config import DataParams
 from pipeline.data.sources import synthetic
+from pipeline.digest import folder_digest
 from pipeline.data.sources.download import ADE20K, VOC2012, ensure_dataset
 from pipeline.repo import resolve
 
@@ -23,8 +30,10 @@ SOURCE_FILE = "source.json"
 
 
 def download_source(data: DataParams, raw_dir: Path) -> None:
-    if data.root is not None:
-        record_root(resolve(data.root), raw_dir)
+    if data.own_root is not None and is_url(data.own_root):
+        copy_remote_folder(data.own_root, raw_dir)
+    elif data.own_root is not None:
+        record_root(resolve(data.own_root), raw_dir)
     elif data.dataset == "synthetic":
         synthetic.generate(raw_dir, data.synthetic.num_train, data.synthetic.num_val, data.synthetic.seed)
     elif data.dataset in ARCHIVES:
@@ -37,8 +46,30 @@ def download_source(data: DataParams, raw_dir: Path) -> None:
 def record_root(root: Path, raw_dir: Path) -> None:
     if not root.is_dir():
         raise FileNotFoundError(f"data.root: {root} is not a folder")
+    files = sorted(path for path in root.rglob("*") if path.is_file())
+    record = {"root": str(root), "files": len(files), "sha256": folder_digest(root, files)}
     with atomic_dir(raw_dir) as tmp:
-        (tmp / SOURCE_FILE).write_text(json.dumps({"root": str(root)}, indent=2) + "\n")
+        (tmp / SOURCE_FILE).write_text(json.dumps(record, indent=2) + "\n")
+
+
+def is_url(root: str) -> bool:
+    """An `s3://bucket/prefix` root (or another scheme fsspec knows) rather than a local folder."""
+    return "://" in root
+
+
+def copy_remote_folder(url: str, raw_dir: Path) -> None:
+    """The files under `url` copied into `raw_dir`, which merge then reads as it reads a downloaded set. DVC hashes the
+    remote folder as this stage's dependency (credentials and AWS_ENDPOINT_URL from the environment, as for boto3)."""
+    filesystem, path = fsspec.core.url_to_fs(url)
+    files = filesystem.find(path)
+    if not files:
+        raise FileNotFoundError(f"data.root: {url} holds no files (or cannot be listed with these credentials)")
+    with atomic_dir(raw_dir) as tmp:
+        for remote in files:
+            local = tmp / Path(remote).relative_to(path.rstrip("/"))
+            local.parent.mkdir(parents=True, exist_ok=True)
+            filesystem.get_file(remote, str(local))
+    log.info(f"copied {len(files)} files from {url} into {raw_dir}")
 
 
 def source_root(raw_dir: Path) -> Path:
