@@ -24,16 +24,17 @@ from tests.team_services import Postgres
 pytestmark = pytest.mark.slow  # starts PostgreSQL, runs 7-8 tiny trainings through dvc exp run
 
 STUDY, TRIALS, HEARTBEAT = "tiny", 6, 1
-# Every val mIoU is below 1.0, so the threshold pruner stops each 2-epoch trial after its first epoch and a 1-epoch
-# trial completes: which trials are pruned follows from their params alone
+# Every val mIoU is below 1.0, so the threshold pruner stops each 3-epoch trial after its first epoch and a 2-epoch
+# trial completes (trained enough to beat the majority class, so its model may be registered): which trials are
+# pruned follows from their params alone
 SPACE = """
 params:
-  train.lr: {type: float, low: 0.001, high: 0.01, log: true}
-  train.epochs: {type: choice, values: [1, 2]}
+  train.lr: {type: float, low: 0.01, high: 0.02, log: true}
+  train.epochs: {type: choice, values: [2, 3]}
 sampler: {type: random, seed: 0}
 pruner: {type: threshold, lower: 1.0}
 """
-FIRST = {"train.lr": 0.003, "train.epochs": 2}  # enqueued: at least one trial is pruned
+FIRST = {"train.lr": 0.01, "train.epochs": 3}  # enqueued: at least one trial is pruned
 MODEL = "segmentation-synthetic-6cls"
 DEADLINE = 600
 
@@ -145,11 +146,11 @@ def test_every_finished_trial_is_a_dvc_experiment_and_a_tagged_mlflow_run(search
         assert found.data.tags["dvc.exp_name"] == f"{STUDY}-{trial.number}"
 
 
-def test_a_two_epoch_trial_is_pruned_after_its_first_and_recorded_as_such(searched):
+def test_a_three_epoch_trial_is_pruned_after_its_first_and_recorded_as_such(searched):
     pruned = [t for t in searched["trials"] if t.state == TrialState.PRUNED]
-    assert pruned and all(t.params["train.epochs"] == 2 for t in pruned)
+    assert pruned and all(t.params["train.epochs"] == 3 for t in pruned)
     complete = [t for t in searched["trials"] if t.state == TrialState.COMPLETE]
-    assert complete and all(t.params["train.epochs"] == 1 for t in complete)
+    assert complete and all(t.params["train.epochs"] == 2 for t in complete)
     trial = pruned[0]
     assert list(trial.intermediate_values) == [1]
     run_info = study_runs(searched["env"])[str(trial.number)]
@@ -160,7 +161,7 @@ def test_a_two_epoch_trial_is_pruned_after_its_first_and_recorded_as_such(search
     metrics = json.loads(run(["git", "show", f"{ref}:reports/train/metrics.json"], clone, searched["env"]))
     assert metrics["pruned"] == 1 and metrics["best_epoch"] == 1
     history = run(["git", "show", f"{ref}:reports/train/history.csv"], clone, searched["env"]).splitlines()
-    assert len(history) == 2  # the header and epoch 1 of 2
+    assert len(history) == 2  # the header and epoch 1 of 3
 
 
 def test_the_killed_workers_trial_is_failed_and_run_again(searched):

@@ -18,6 +18,7 @@ from pipeline.config import Params
 from pipeline.model_registry import Measurement, register_and_promote, settle_champion
 from pipeline.models import card
 from pipeline.search.space import format_value
+from pipeline.training.health import NOT_REGISTERED_TAG
 from pipeline.training.pruning import RUN_ID_ATTR
 
 log = logging.getLogger(__name__)
@@ -74,7 +75,8 @@ def register_run_model(client: mlflow.MlflowClient, run_id: str) -> None:
     model_ids = tracking.logged_models_of(client, run_id)
     measurement = Measurement.from_tags(tags)
     if not model_ids or measurement is None or tracking.REGISTERED_NAME_TAG not in tags:
-        log.warning(f"MLflow run {run_id} logged no model to register (or not from a trial's training)")
+        why = tags.get(NOT_REGISTERED_TAG, "it logged no model, or not as a trial")
+        log.warning(f"the best trial's model (MLflow run {run_id}) is not registered: {why}")
         return
     name = tags[tracking.REGISTERED_NAME_TAG]
     version = register_and_promote(f"models:/{model_ids[0]}", name, measurement, float(tags["segmentation.val_miou"]),
