@@ -389,6 +389,14 @@ def log_and_promote_model(checkpoint: Path, name: str, measurement: Measurement,
         register_and_promote(model.model_uri, name, measurement, val_miou, description=model_card)
 
 
+REGISTERED_NAME_TAG = "segmentation.registered_name"
+
+
+def registration_tags(name: str, measurement: Measurement, val_miou: float) -> dict[str, str]:
+    """What register_and_promote needs, on a run whose model is registered later (the best trial of a study)."""
+    return {REGISTERED_NAME_TAG: name, **measurement.tags(), "segmentation.val_miou": repr(float(val_miou))}
+
+
 def store_card(model_id: str, model_card: str) -> None:
     """The card as `model_card.md` among the logged model's files, which its registered versions share."""
     with tempfile.TemporaryDirectory() as tmp:

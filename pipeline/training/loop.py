@@ -35,7 +35,7 @@ from pipeline.models.checkpoint import save_checkpoint
 from pipeline.models.registry import build_model, count_parameters, rebuild_params
 from pipeline.models.segmenter import SegmentationModel
 from pipeline.paths import TrainOutputs
-from pipeline.training import budget, distributed, reports
+from pipeline.training import budget, distributed, pruning, reports
 from pipeline.training.device import autocast, memory_format, pick_device, pick_precision
 from pipeline.training.graceful_stop import GracefulStop
 from pipeline.training.health import (
@@ -82,6 +82,7 @@ class Trainer:
     image_size: int
     majority_val_miou: float | None = None  # the val split's majority-class predictor's (health.py)
     stop: GracefulStop = dataclasses.field(default_factory=GracefulStop)  # Ctrl-C and SIGTERM, at batch boundaries
+    trial: pruning.TrialLink | None = None  # the Optuna trial this training runs as, if any (pruning.py)
 
 
     def run_epoch(self, epoch: int) -> tuple[dict, float]:
@@ -176,7 +177,8 @@ def build_trainer(params: Params, processed_dir: Path, manifest: dict, device: t
     optimizer, scheduler = build_optimization(params, model, len(data.train_loader))
     return Trainer(params, data, model, network, build_training_loss(params, data, len(class_names)), optimizer,
                    scheduler, torch.amp.GradScaler(device.type, enabled=precision == "fp16"), device, precision,
-                   sync_batchnorm, class_names, image_size)
+                   sync_batchnorm, class_names, image_size,
+                   trial=pruning.TrialLink.from_environment())
 
 
 def train(params: Params, processed_dir: Path, outputs: TrainOutputs, time_budget: float | None = None) -> dict:
@@ -215,6 +217,9 @@ def train(params: Params, processed_dir: Path, outputs: TrainOutputs, time_budge
                     if main and state.run_id is None:
                         state.run_id = run.info.run_id
                         log_run(params, flat_params, trainer, processed_dir, digest)
+                    if main and trainer.trial:
+                        mlflow.set_tags(trainer.trial.tags())
+                        trainer.trial.started(run.info.run_id)
                     if main:
                         tracking.log_missing_epochs(run.info.run_id, state.history)
                         write_resolved(params, outputs, trainer)
@@ -278,6 +283,9 @@ def run_epochs(params: Params, outputs: TrainOutputs, state: TrainState, trainer
             elapsed = time.perf_counter() - started
             log.info(epoch_line(row, recipe.epochs, speed, elapsed, eta=elapsed / (epoch - first + 1) *
                                 (recipe.epochs - epoch)) + (budget.first_epoch_note(recipe) if epoch == first else ""))
+        if trainer.trial and distributed.from_main(distributed.is_main() and trainer.trial.prune_after(row,
+                                                                                                       recipe.epochs)):
+            break
         if epoch < recipe.epochs and budget_spent(started, time_budget):
             if distributed.is_main():
                 log.info(f"time budget of {time_budget:g} s spent after epoch {epoch} of {recipe.epochs}")
@@ -397,7 +405,7 @@ def finish(params: Params, outputs: TrainOutputs, state: TrainState, trainer: Tr
     save_checkpoint(outputs.model, best_model, params.model, model_params, epoch=best["best_epoch"])
     tracking.tag_model_file(outputs.model)  # how evaluate and plot find this run: no run id in DVC's outputs
     reports.write_history(state.history, outputs.history)
-    reports.write_metrics(best, outputs.metrics)
+    reports.write_metrics({**best, **trainer.trial.metrics()} if trainer.trial else best, outputs.metrics)
     reports.save_progress(trainer.data.progress_images, state.snapshots, outputs.progress)
     mlflow.log_artifact(str(outputs.history), "reports/train")
     mlflow.log_artifact(str(outputs.metrics), "reports/train")
@@ -416,8 +424,11 @@ def finish(params: Params, outputs: TrainOutputs, state: TrainState, trainer: Tr
     if refusal:
         log.warning(refusal)
         mlflow.set_tag(NOT_REGISTERED_TAG, refusal)
+    if trainer.trial:  # a study registers its best trial's model, not every trial's (pipeline/search/best.py)
+        mlflow.set_tags({**trainer.trial.end_tags(), **({} if refusal else tracking.registration_tags(
+            name, measured_on, best["val_miou"]))})
     tracking.log_and_promote_model(outputs.model, name, measured_on, best["val_miou"], best_metrics, model_card,
-                                   params.mlflow.log_onnx, register=refusal is None)
+                                   params.mlflow.log_onnx, register=refusal is None and trainer.trial is None)
     state.completed = True
     run_id, state.run_id = state.run_id, None  # only an unfinished state needs its run: identical runs, equal bytes
     state.save(outputs.state)
