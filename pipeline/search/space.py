@@ -18,10 +18,10 @@ from pydantic import Field, model_validator
 from pipeline.config import (
     Bool,
     ConfigError,
-    Count,
+    EpochCount,
+    Epochs,
     Float,
     Int,
-    NonNegativeInt,
     Params,
     Str,
     _Block,
@@ -58,7 +58,7 @@ class IntRange(_Block):
     type: Literal["int"]
     low: Int
     high: Int
-    step: Count = 1
+    step: Annotated[Int, Field(ge=1)] = 1
     log: Bool = False
 
     @model_validator(mode="after")
@@ -110,7 +110,7 @@ class TpeSampler(_Engine):
     optuna_class = "TPESampler"
     type: Literal["tpe"]
     seed: Int | None = None  # each worker adds its --worker number, so parallel workers propose different trials
-    n_startup_trials: NonNegativeInt = 10  # random trials before the model of good and bad settings is used
+    n_startup_trials: Annotated[Int, Field(ge=0)] = 10  # random trials before the model of good and bad settings
     multivariate: Bool = True
 
 
@@ -123,16 +123,16 @@ class RandomSampler(_Engine):
 class MedianPruner(_Engine):
     optuna_class = "MedianPruner"
     type: Literal["median"]
-    n_startup_trials: NonNegativeInt = 5  # trials that always run to the end, to learn the median from
-    n_warmup_steps: NonNegativeInt = 0  # epochs before a trial can be pruned
-    interval_steps: Count = 1
+    n_startup_trials: Annotated[Int, Field(ge=0)] = 5  # trials that always run to the end, to learn the median from
+    n_warmup_steps: EpochCount = 0  # epochs before a trial can be pruned
+    interval_steps: Epochs = 1
 
 
 class HyperbandPruner(_Engine):
     optuna_class = "HyperbandPruner"
     type: Literal["hyperband"]
-    min_resource: Count = 1  # epochs every trial runs
-    max_resource: Count | Literal["auto"] = "auto"
+    min_resource: Epochs = 1  # epochs every trial runs
+    max_resource: Epochs | Literal["auto"] = "auto"
     reduction_factor: Annotated[Int, Field(ge=2)] = 3
 
 
@@ -141,7 +141,7 @@ class ThresholdPruner(_Engine):
     type: Literal["threshold"]
     lower: Float | None = None  # prune a trial whose epoch value is below this (maximize) ...
     upper: Float | None = None  # ... or above this
-    n_warmup_steps: NonNegativeInt = 0
+    n_warmup_steps: EpochCount = 0
 
 
 class NoPruner(_Engine):
