@@ -27,12 +27,18 @@ def status(root: Path, env: dict) -> str:
     return run(["dvc", "status", "--with-deps", "merge"], root, env)
 
 
-def test_a_changed_added_or_removed_file_under_data_root_re_runs_the_pipeline_from_download(tmp_path: Path):
+def project_on_own_data(tmp_path: Path, dataset: str, data: Path, stage: str) -> tuple[Path, dict]:
+    """A test project whose `data.root` is the folder `data` (written before), run up to `stage`."""
     env = clean_env()
     root = make_project(tmp_path / "project", env)
+    run(["dvc", "exp", "run", stage, "-S", f"data.dataset={dataset}", "-S", f"data.root={data}"], root, env)
+    return root, env
+
+
+def test_a_changed_added_or_removed_file_under_data_root_re_runs_the_pipeline_from_download(tmp_path: Path):
     data = tmp_path / "my data"
     own_data.write_images_and_masks(data)
-    run(["dvc", "exp", "run", "merge", "-S", "data.dataset=folder", "-S", f"data.root={data}"], root, env)
+    root, env = project_on_own_data(tmp_path, "folder", data, "merge")
     before = lock_of(root)
     assert "up to date" in status(root, env).lower()
     download_deps = yaml.safe_load(before)["stages"]["download"]["deps"]
@@ -93,11 +99,9 @@ def test_an_s3_root_is_hashed_by_dvc_copied_by_download_and_a_changed_object_re_
 
 
 def test_the_download_record_names_the_folder_and_its_contents(tmp_path: Path):
-    env = clean_env()
-    root = make_project(tmp_path / "project", env)
     data = tmp_path / "voc"
     own_data.write_voc_layout(data)
-    run(["dvc", "exp", "run", "download", "-S", "data.dataset=voc_layout", "-S", f"data.root={data}"], root, env)
+    root, _ = project_on_own_data(tmp_path, "voc_layout", data, "download")
     record = json.loads((root / "data/raw/voc_layout/source.json").read_text())
     files = sorted(path for path in data.rglob("*") if path.is_file())
     assert record == {"root": str(data), "files": len(files), "sha256": folder_digest(data, files)}
