@@ -206,7 +206,7 @@ def test_ddp_training_killed_under_two_processes_resumes_under_one(processed, tm
 @pytest.mark.slow  # one torchrun launch of two processes
 def test_ddp_diverged_training_stops_every_process_and_fails_its_run(processed, tmp_path):
     project = make_project(tmp_path, processed)
-    write_params(project, nproc_per_node=2, lr=1e6)
+    write_params(project, nproc_per_node=2, lr=10.0)  # the largest train.lr takes
     process = start_stage(project, through_torchrun=True)
     output, _ = process.communicate(timeout=120)  # a process left waiting at a collective would hang here
     assert process.returncode != 0

@@ -80,11 +80,11 @@ def test_the_version_carries_the_evaluated_card_as_description_and_as_model_card
         assert f"\n## {section}\n" in description
     digest = tracking.data_digest(paths.processed_dir("synthetic", store["root"]))
     assert f"`{digest}`" in description and "train 48, val 6" in description
-    assert all(f"`{name}`" in description for name in CLASSES) and "| optimizer | adamw, lr 0.003" in description
+    assert all(f"`{name}`" in description for name in CLASSES) and "| optimizer | adamw, lr 0.01" in description
     assert "| precision | " + store["run"].data.params["precision"] + " |" in description
     assert "Not evaluated yet" not in description and f"| mIoU | {store['eval']['miou']:.4f} |" in description
     per_class = json.loads((paths.eval_dir(store["root"]) / "per_class_iou.json").read_text())
-    assert all(f"| {name} | " in description for name in per_class) and "Trained 1 epoch in " in description
+    assert all(f"| {name} | " in description for name in per_class) and "Trained 2 epochs in " in description
     downloaded = mlflow.artifacts.download_artifacts(f"models:/{store['version'].name}/1", dst_path=str(tmp_path),
                                                      tracking_uri=store["uri"])
     assert (Path(downloaded) / card.FILE_NAME).read_text() == description

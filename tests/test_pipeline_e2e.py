@@ -147,7 +147,9 @@ def test_experiments_land_in_the_root_store_named_after_the_experiment(project):
     columns = run(["dvc", "exp", "show", "--csv"], root, env).splitlines()[0].split(",")
     tiny_only = [".".join(keys) for keys in TINY if ".".join(keys) not in flatten(yaml.safe_load(
         (REPO_ROOT / "params.yaml").read_text()))]  # the test project's own keys, each a column
-    assert set(tiny_only) <= set(columns) and len(columns) - len(tiny_only) <= 71, columns  # 142 before
+    # 75 bare: 69 plus resolved.json's num_threads and num_classes, the data root's hash (a dependency of download),
+    # and stages/__init__.py, pipeline/digest.py and pipeline/secrets.py among the data stages' dependencies
+    assert set(tiny_only) <= set(columns) and len(columns) - len(tiny_only) <= 77, columns
     assert {"model", "data.dataset", "lr", "epochs", "precision", "val_miou", "miou", "pipeline"} <= set(columns)
 
 

@@ -67,7 +67,7 @@ params:
     with pytest.raises(ConfigError) as refused:
         load_space(path, PARAMS, [])
     lines = [line.removeprefix(f"{path}: ") for line in str(refused.value).splitlines()]
-    assert lines[0] == "params.train.lr = 0.0: train.lr: expected a float > 0 or auto, got 0.0"
+    assert lines[0] == "params.train.lr = 0.0: train.lr: expected a float in (0, 10] or auto, got 0.0"
     assert lines[1].startswith("params.train.los = 'ce': train.los: unknown key (did you mean 'loss'?)")
     assert lines[2] == ("params.train.loss = 'hinge': train.loss: 'hinge' is not allowed; choose one of ce, dice, "
                         "focal, ce+dice")
@@ -107,8 +107,8 @@ def test_a_bad_space_is_refused_before_the_storage_is_touched(tmp_path):
                              f"sqlite:///{storage}", "--space", str(space), "--trials", "2"], cwd=REPO_ROOT,
                             env=clean_env(), capture_output=True, text=True, timeout=120)
     assert result.returncode == 1
-    assert result.stderr.strip() == (f"error: {space}: params.train.lr = -1.0: train.lr: expected a float > 0 or "
-                                     "auto, got -1.0")
+    assert result.stderr.strip() == (f"error: {space}: params.train.lr = -1.0: train.lr: expected a float in (0, 10] "
+                                     "or auto, got -1.0")
     assert not storage.exists()
 
 

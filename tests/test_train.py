@@ -33,6 +33,7 @@ from pipeline.paths import TrainOutputs
 from pipeline.training.health import TrainingDiverged
 from pipeline.training.loop import train
 from pipeline.training.state import read_state
+from pipeline.training.threads import resolve_threads
 from tests.synthetic_data import write_single_class_root
 
 pytestmark = pytest.mark.slow  # trains models and runs real MLflow stores
@@ -92,7 +93,7 @@ def test_training_learns_and_writes_every_output(synthetic_data, tmp_path):
     assert json.loads((tmp_path / "reports/resolved.json").read_text()) == {
         "lr": 0.01, "epochs": 4, "crops_per_image": 1,
         "device": "cpu", "precision": mlflow.get_run(run_of(tmp_path / "models/model.pt")).data.params["precision"],
-        "global_batch_size": 4, "sync_batchnorm": False, "num_classes": 6}
+        "num_threads": resolve_threads("auto"), "global_batch_size": 4, "sync_batchnorm": False, "num_classes": 6}
     progress = np.load(tmp_path / "reports/progress.npz")
     assert list(progress["epochs"]) == [1, 2, 4] and progress["predictions"].shape[1:] == (4, 64, 64)
 
