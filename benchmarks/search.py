@@ -7,13 +7,20 @@ a VOC-layout folder (default MSRC-v2), in one invocation.
 A fresh clone of `--rev` gets `data.dataset=voc_layout`, `data.root=--root` and the `-S` values in its params and
 runs its data stages once; then, for each seed, each arm runs a study of `--trials` trials with one worker
 (`python -m pipeline.search`, each trial a `dvc exp run --temp`), the space file's ranges with the arm's sampler and
-pruner. It prints, per arm, the best val mIoU found (mean over seeds), the wall-clock time, the epochs trained
-against those the trials asked for (the epochs pruning saved), and the pruned arm's time as a share of random
-search's.
+pruner. It prints, per arm, the best val mIoU found (mean over seeds), the wall-clock time, the CPU time of every
+process the study ran (its share of the cores, so a fair measure when something else ran beside it), the epochs
+trained against those the trials asked for (the epochs pruning saved), and the pruned arm's time as a share of
+random search's.
+
+A quick study on a subset of MSRC-v2 (about an hour on 2 cores):
+
+    python -m benchmarks.search --trials 12 --space sweeps/msrc_quick.yaml -S data.subset.train=160 \
+        -S data.subset.val=80 -S train.precision=fp32
 """
 from __future__ import annotations
 
 import argparse
+import resource
 import statistics
 import subprocess
 import sys
@@ -38,6 +45,7 @@ ARMS = {
 class Outcome:
     best: float
     seconds: float
+    cpu_seconds: float
     epochs_trained: int
     epochs_asked: int
 
@@ -69,23 +77,33 @@ def epochs(study: optuna.Study) -> tuple[int, int]:
     return trained, sum(trial.params.get("train.epochs", full) for trial in trials)
 
 
+def children_cpu_seconds() -> float:
+    """User + system time of every finished descendant (each parent waited for its own)."""
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
+
+
 def run_study(repo: Path, storage: str, name: str, space_file: Path, trials: int) -> Outcome:
-    started = time.perf_counter()
+    started, cpu_started = time.perf_counter(), children_cpu_seconds()
     subprocess.run([sys.executable, "-m", "pipeline.search", "--study", name, "--storage", storage, "--space",
                     str(space_file), "--trials", str(trials)], cwd=repo, env=environment(), check=True)
-    seconds = time.perf_counter() - started
+    seconds, cpu_seconds = time.perf_counter() - started, children_cpu_seconds() - cpu_started
     study = optuna.load_study(study_name=name, storage=storage)
-    return Outcome(study.best_value, seconds, *epochs(study))
+    return Outcome(study.best_value, seconds, cpu_seconds, *epochs(study))
 
 
 def report(outcomes: dict[str, list[Outcome]]) -> str:
-    lines = ["| arm | best val mIoU (mean over seeds) | wall-clock | epochs trained / asked |", "|---|---|---|---|"]
+    lines = ["| arm | best val mIoU (mean over seeds) | wall-clock | CPU time | epochs trained / asked |",
+             "|---|---|---|---|---|"]
     for arm, runs in outcomes.items():
         lines.append(f"| {arm} | {statistics.mean(r.best for r in runs):.3f} | "
                      f"{statistics.mean(r.seconds for r in runs):.0f} s | "
+                     f"{statistics.mean(r.cpu_seconds for r in runs):.0f} s | "
                      f"{sum(r.epochs_trained for r in runs)} / {sum(r.epochs_asked for r in runs)} |")
-    ratio = sum(r.seconds for r in outcomes["tpe+median"]) / sum(r.seconds for r in outcomes["random"])
-    return "\n".join(lines) + f"\ntpe+median time / random time = {ratio:.2f}"
+    pruned, plain = outcomes["tpe+median"], outcomes["random"]
+    wall = sum(r.seconds for r in pruned) / sum(r.seconds for r in plain)
+    cpu = sum(r.cpu_seconds for r in pruned) / sum(r.cpu_seconds for r in plain)
+    return "\n".join(lines) + f"\ntpe+median / random: wall-clock {wall:.2f}, CPU time {cpu:.2f}"
 
 
 def main(argv: list[str] | None = None) -> None:
