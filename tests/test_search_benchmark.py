@@ -36,8 +36,9 @@ def test_epochs_trained_and_asked_count_what_pruning_saved():
 
 
 def test_report_gives_the_time_ratio_and_arguments_have_defaults(tmp_path):
-    table = report({"tpe+median": [Outcome(0.2, 60, 10, 20)], "random": [Outcome(0.18, 100, 20, 20)]})
-    assert "| tpe+median | 0.200 | 60 s | 10 / 20 |" in table and table.endswith("= 0.60")
+    table = report({"tpe+median": [Outcome(0.2, 60, 90, 10, 20)], "random": [Outcome(0.18, 100, 120, 20, 20)]})
+    assert "| tpe+median | 0.200 | 60 s | 90 s | 10 / 20 |" in table
+    assert table.endswith("wall-clock 0.60, CPU time 0.75")
     args = parser().parse_args([])
     assert (args.trials, args.seeds, args.fixed) == (16, 1, [])
     with pytest.raises(SystemExit, match="no such folder"):

@@ -27,7 +27,8 @@ def write_space(tmp_path: Path, text: str) -> Path:
     return path
 
 
-@pytest.mark.parametrize(("name", "fixed"), [("example.yaml", []), ("msrc.yaml", MSRC)])
+@pytest.mark.parametrize(("name", "fixed"), [("example.yaml", []), ("msrc.yaml", MSRC),
+                                                    ("msrc_quick.yaml", MSRC)])
 def test_the_shipped_spaces_are_valid(name, fixed):
     space = load_space(REPO_ROOT / "sweeps" / name, PARAMS, fixed)
     assert space.file.metric == "val_miou" and space.file.direction == "maximize"
