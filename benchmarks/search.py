@@ -12,10 +12,10 @@ process the study ran (its share of the cores, so a fair measure when something 
 trained against those the trials asked for (the epochs pruning saved), and the pruned arm's time as a share of
 random search's.
 
-A quick study on a subset of MSRC-v2 (about an hour on 2 cores):
+A quick study on a subset of MSRC-v2 (about 40 minutes on 2 cores):
 
-    python -m benchmarks.search --trials 12 --space sweeps/msrc_quick.yaml -S data.subset.train=160 \
-        -S data.subset.val=80 -S train.precision=fp32
+    python -m benchmarks.search --trials 10 --space sweeps/msrc_quick.yaml -S data.subset.train=96 \
+        -S data.subset.val=48 -S train.precision=fp32
 """
 from __future__ import annotations
 
