@@ -33,9 +33,9 @@ from pipeline.data.imageio import BadSampleError, read_rgb, write_mask_png
 from pipeline.data.labels import BACKGROUND
 from pipeline.data.palette import colorize, voc_palette
 from pipeline.errors import UserError
-from pipeline.inference import predict_mask
 from pipeline.logs import configure_logging
 from pipeline.models.checkpoint import load_model
+from pipeline.models.inference import predict_mask
 from pipeline.models.onnx_graph import OnnxSegmenter, load_onnx
 from pipeline.models.segmenter import SegmentationModel
 from pipeline.reporting.labels import short_name

@@ -27,11 +27,12 @@ from torch.utils.data import DataLoader
 
 from pipeline.config import Params, load_params, parse
 from pipeline.data.dataset import SegmentationArrays, read_manifest
-from pipeline.evaluation.scoring import score_loader
 from pipeline.models.checkpoint import load_checkpoint
 from pipeline.paths import TrainOutputs
+from pipeline.scoring.loader import score_loader
 from pipeline.training.distributed import MULTI_NODE_SETTINGS, torchrun_arguments
 from pipeline.training.loop import train
+from pipeline.training.losses import build_loss
 from pipeline.training.setup import build_data
 from tests.synthetic_data import processed_synthetic
 
@@ -180,7 +181,8 @@ def test_ddp_killed_two_process_training_resumes_in_one_run_written_by_rank_0(pr
     # each process scored its shard; the summed confusion matrices give the single-process number
     model = load_checkpoint(project / "models" / "model.pt")
     loader = DataLoader(SegmentationArrays(processed, "val"), batch_size=2)
-    single = score_loader(model, loader, torch.device("cpu"), len(model.class_names), partial=False)
+    single = score_loader(model, loader, torch.device("cpu"), len(model.class_names), False,
+                          build_loss("ce", len(model.class_names)))
     metrics = json.loads((project / "reports" / "train" / "metrics.json").read_text())
     assert single["miou"] == pytest.approx(metrics["val_miou"], abs=1e-12)
     assert single["pixel_accuracy"] == pytest.approx(metrics["val_pixel_accuracy"], abs=1e-12)

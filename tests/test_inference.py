@@ -4,7 +4,7 @@ import pytest
 import torch
 from torch import nn
 
-from pipeline.inference import class_indices, predict_batch, predict_logits, predict_mask
+from pipeline.models.inference import class_indices, predict_batch, predict_logits, predict_mask
 from pipeline.models.segmenter import SegmentationModel
 
 torch.set_num_threads(1)

@@ -24,7 +24,7 @@ import numpy as np
 import pytest
 import torch
 
-from pipeline.evaluation.metrics import SegmentationMetrics, scores_from_confusion
+from pipeline.scoring.metrics import SegmentationMetrics, scores_from_confusion
 
 torch.set_num_threads(1)
 

@@ -18,8 +18,8 @@ import numpy as np
 import pytest
 import yaml
 
-from pipeline.inference import predict_mask
 from pipeline.models.checkpoint import load_checkpoint, load_model
+from pipeline.models.inference import predict_mask
 from pipeline.models.onnx_graph import load_onnx
 from pipeline.models.segmenter import SegmentationModel
 from tests.logged_model import CLASSES, LoggedModel, log_tiny_model

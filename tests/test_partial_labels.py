@@ -8,7 +8,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from pipeline.evaluation.metrics import PartialLabelIoU, SegmentationMetrics
+from pipeline.scoring.metrics import PartialLabelIoU, SegmentationMetrics
 from pipeline.training.losses import MarginalCrossEntropy
 
 marginal_cross_entropy = MarginalCrossEntropy()

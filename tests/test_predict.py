@@ -13,8 +13,8 @@ from PIL import Image
 from pipeline import predict
 from pipeline.data.imageio import read_rgb
 from pipeline.data.palette import colorize, voc_palette
-from pipeline.inference import predict_mask
 from pipeline.models.checkpoint import load_checkpoint
+from pipeline.models.inference import predict_mask
 from pipeline.models.segmenter import SegmentationModel
 from tests.logged_model import CLASSES, TRAINED_SIZE, log_tiny_model
 from tests.team_services import free_port

@@ -13,8 +13,8 @@ from pipeline.config import ConfigError, Params, parse
 from pipeline.data.interim import write_interim
 from pipeline.data.preprocess import preprocess
 from pipeline.data.sources.single_class import read_single_class
-from pipeline.evaluation.metrics import majority_class_miou
 from pipeline.paths import TrainOutputs
+from pipeline.scoring.metrics import majority_class_miou
 from pipeline.training.health import NOT_REGISTERED_TAG, TrainingDiverged, check_not_exploded, registration_refusal
 from pipeline.training.loop import train
 from tests.synthetic_data import processed_synthetic, write_single_class_root

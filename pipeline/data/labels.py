@@ -2,7 +2,7 @@
 
 Single-class sets label each image for one class only: a pixel marked background there means "not
 this class", and may belong to a class the image is not labelled for (see training/losses.py's
-marginal cross-entropy and evaluation/metrics.py's PartialLabelIoU).
+marginal cross-entropy and scoring/metrics.py's PartialLabelIoU).
 """
 from __future__ import annotations
 

@@ -23,10 +23,11 @@ from pipeline.data.dataset import read_manifest
 from pipeline.data.imageio import read_rgb
 from pipeline.data.interim import TEST_SPLIT, read_samples
 from pipeline.data.labels import is_partially_labelled, labelled_matrix
-from pipeline.evaluation.metrics import SplitScores
-from pipeline.inference import predict_logits_many
 from pipeline.models.checkpoint import load_checkpoint
+from pipeline.models.inference import predict_logits_many
+from pipeline.scoring.metrics import SplitScores
 from pipeline.training.device import memory_format, pick_device
+from pipeline.training.losses import build_loss
 
 HEADLINE = ("miou", "pixel_accuracy", "mean_accuracy", "fw_iou", "loss")
 
@@ -37,7 +38,7 @@ def score_original(model, interim_dir: Path, split: str, image_size: int, batch_
     samples = read_samples(interim_dir)
     samples = samples[samples["split"] == split].reset_index(drop=True)
     labelled = torch.from_numpy(labelled_matrix(samples["labelled"].tolist(), len(model.class_names)))
-    scores = SplitScores(len(model.class_names), partial)
+    scores = SplitScores(len(model.class_names), partial, build_loss("ce", len(model.class_names), partial=partial))
     starts = range(0, len(samples), batch_size)
     for start in tqdm(starts, desc="evaluate (original size)", unit="batch", disable=None):
         rows = samples.iloc[start:start + batch_size]

@@ -22,7 +22,7 @@ from torch import nn
 from pipeline.atomic import atomic_path
 from pipeline.config import class_names_problem, image_size_problem, quote
 from pipeline.errors import UserError
-from pipeline.inference import class_indices
+from pipeline.models.inference import class_indices
 from pipeline.models.checkpoint import download_model_file
 from pipeline.models.segmenter import SegmentationModel
 

@@ -15,7 +15,7 @@ import mlflow
 import numpy as np
 import torch
 
-from pipeline.inference import segment_batch
+from pipeline.models.inference import segment_batch
 from pipeline.models.checkpoint import model_from_payload
 from pipeline.models.portable import ARTIFACT_KEY, read_portable
 

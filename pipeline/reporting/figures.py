@@ -9,8 +9,8 @@ import pandas as pd
 import torch
 
 from pipeline.data.dataset import SegmentationArrays
-from pipeline.inference import class_indices, predict_batch
 from pipeline.models.checkpoint import load_checkpoint
+from pipeline.models.inference import class_indices, predict_batch
 from pipeline.reporting import plots
 
 FIGURES = ("per_class_iou.png", "sample_predictions.png", "training_history.png", "confusion_matrix.png",

@@ -25,16 +25,16 @@ from tqdm import tqdm
 from pipeline import atomic, tracking
 from pipeline.config import Params, active, flatten
 from pipeline.data.dataset import read_manifest
-from pipeline.evaluation.metrics import majority_class_miou
-from pipeline.evaluation.scoring import score_loader
-from pipeline.inference import class_indices, predict_batch
 from pipeline.logs import duration
 from pipeline.model_registry import Measurement, check_rights_to_register, registered_name
 from pipeline.models import card
 from pipeline.models.checkpoint import save_checkpoint
+from pipeline.models.inference import class_indices, predict_batch
 from pipeline.models.registry import build_model, count_parameters, rebuild_params
 from pipeline.models.segmenter import SegmentationModel
 from pipeline.paths import TrainOutputs
+from pipeline.scoring.loader import score_loader
+from pipeline.scoring.metrics import majority_class_miou
 from pipeline.training import budget, distributed, pruning, reports
 from pipeline.training.device import autocast, memory_format, pick_device, pick_precision
 from pipeline.training.graceful_stop import GracefulStop

@@ -2,7 +2,7 @@
 
 Pixels labelled 255 count nowhere. A class absent from both truth and prediction has no IoU (NaN)
 and is left out of the means, as in the VOC and ADE20K protocols. These are counters only: the loop
-that runs the model is evaluation/scoring.py (mmsegmentation's process/compute split).
+that runs the model is loader.py (mmsegmentation's process/compute split).
 
 For partially labelled data (single-class sets combined) class c is scored only on images labelled
 for c, and a prediction of an unlabelled class counts as background there (PartialLabelIoU).
@@ -15,8 +15,7 @@ import numpy as np
 import torch
 
 from pipeline.data.labels import BACKGROUND, IGNORE_INDEX, merged_background
-from pipeline.inference import class_indices
-from pipeline.training.losses import build_loss
+from pipeline.models.inference import class_indices
 
 
 class SegmentationMetrics:
@@ -109,15 +108,15 @@ class PartialLabelIoU(SegmentationMetrics):
 class SplitScores:
     """Loss and confusion-matrix scores accumulated over a split.
 
-    `loss_fn(log_probabilities, target, labelled)` defaults to cross-entropy (the marginal one for
-    partially labelled data); training passes its own loss so `val_loss` and `train_loss` are one loss.
-    Log-probabilities are valid logits, so any softmax-based loss gives the same value on them.
+    `loss_fn(log_probabilities, target, labelled)`: training passes its own loss so `val_loss` and `train_loss`
+    are one loss, evaluate cross-entropy (the marginal one for partially labelled data). Log-probabilities are
+    valid logits, so any softmax-based loss gives the same value on them.
     """
 
-    def __init__(self, num_classes: int, partial: bool, loss_fn=None):
+    def __init__(self, num_classes: int, partial: bool, loss_fn: Callable):
         self.metrics = PartialLabelIoU(num_classes) if partial else SegmentationMetrics(num_classes)
         self.partial = partial
-        self.loss_fn = loss_fn or build_loss("ce", num_classes, partial=partial)
+        self.loss_fn = loss_fn
         self.loss_sum, self.pixels = 0.0, 0
 
     def update(self, log_probabilities: torch.Tensor, target: torch.Tensor, labelled: torch.Tensor) -> None:
