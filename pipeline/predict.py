@@ -96,10 +96,10 @@ def check_store_reachable(key: str) -> None:
     the setting that chose it."""
     import mlflow
 
-    from pipeline import tracking
+    from pipeline.tracking.store import check_reachable, is_server
 
-    if tracking.is_server(mlflow.get_tracking_uri()):
-        tracking.check_reachable(mlflow.get_tracking_uri(), key)
+    if is_server(mlflow.get_tracking_uri()):
+        check_reachable(mlflow.get_tracking_uri(), key)
 
 
 def check_out_folder(out: Path) -> None:

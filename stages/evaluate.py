@@ -2,10 +2,12 @@
 to its MLflow run and logged model, and add them to the model card of the versions registered from that run."""
 import json
 
-from pipeline import paths, tracking
+from pipeline import paths
 from pipeline.config import Params
 from pipeline.evaluation.evaluate import evaluate
 from pipeline.models import card
+from pipeline.tracking.attach import attach_to_run, iou_metrics
+from pipeline.tracking.logged_model import add_to_cards
 from pipeline.training.threads import use_threads
 from stages.cli import log_written, run_stage
 
@@ -19,11 +21,11 @@ def main(params: Params) -> None:
                        params.evaluate)
     written = sorted(out_dir.iterdir())
     per_class_iou = json.loads((out_dir / "per_class_iou.json").read_text())
-    run_id = tracking.attach_to_run(params.mlflow, paths.model_file(),
+    run_id = attach_to_run(params.mlflow, paths.model_file(),
                                     {**{f"eval_{name}": value for name, value in metrics.items()},
-                                     **tracking.iou_metrics(per_class_iou)}, written, "reports/eval")
+                                     **iou_metrics(per_class_iou)}, written, "reports/eval")
     if run_id is not None:
-        tracking.add_to_cards(run_id, card.EVALUATION, card.evaluation_section(metrics, per_class_iou))
+        add_to_cards(run_id, card.EVALUATION, card.evaluation_section(metrics, per_class_iou))
     log_written(f"{', '.join(map(str, written))} (val mIoU {metrics['miou']:.4f}, pixel accuracy "
                 f"{metrics['pixel_accuracy']:.4f})", run_id)
 

@@ -15,7 +15,7 @@ from stages.cli import run_stage
 
 
 def main(params: Params) -> None:
-    from pipeline.tracking import check_server  # MLflow: 2 s to import
+    from pipeline.tracking.store import check_server  # MLflow: 2 s to import
 
     check_server(params.mlflow.tracking_uri)  # an unreachable server is said here, while models/model.pt is still there
     block = params.model_params()

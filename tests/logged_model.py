@@ -1,4 +1,4 @@
-"""A tiny U-Net saved as a checkpoint and logged by the project's own `tracking.log_model` into a fresh sqlite
+"""A tiny U-Net saved as a checkpoint and logged by the project's own `log_model` into a fresh sqlite
 MLflow store, registered under a name with the alias champion: the model every MLflow-loading test uses."""
 from __future__ import annotations
 
@@ -9,9 +9,9 @@ import mlflow
 import torch
 from mlflow import MlflowClient
 
-from pipeline import tracking
 from pipeline.models.checkpoint import save_checkpoint
 from pipeline.models.registry import build_model
+from pipeline.tracking.logged_model import log_model
 
 CLASSES = ["background", "circle", "square"]
 UNET_PARAMS = {"base_channels": 4, "depth": 2, "bilinear": True, "dropout": 0.0}
@@ -37,7 +37,7 @@ def log_tiny_model(root: Path, name: str) -> LoggedModel:
     mlflow.set_tracking_uri(tracking_uri)
     experiment = mlflow.create_experiment(name, artifact_location=(root / "artifacts").as_uri())
     with mlflow.start_run(experiment_id=experiment) as run:
-        info = tracking.log_model(checkpoint)
+        info = log_model(checkpoint)
     version = mlflow.register_model(info.model_uri, name)
     MlflowClient().set_registered_model_alias(name, "champion", version.version)
     folder = Path(mlflow.get_logged_model(info.model_id).artifact_location.removeprefix("file://"))

@@ -10,13 +10,16 @@ from pathlib import Path
 import mlflow
 import pytest
 
-from pipeline import paths, tracking
+from pipeline import paths
 from pipeline.config import MlflowParams, Params, parse
 from pipeline.data.interim import write_interim
 from pipeline.data.preprocess import preprocess
 from pipeline.data.sources import synthetic
 from pipeline.data.sources.voc import read_custom_voc
 from pipeline.models import card
+from pipeline.tracking.attach import iou_metrics
+from pipeline.tracking.run import data_digest
+from pipeline.tracking.store import EXPERIMENT_KIND_TAG, setup_experiment
 from pipeline.training.loop import train
 from stages import evaluate as evaluate_stage
 
@@ -54,7 +57,7 @@ def store(tmp_path_factory) -> dict:
 @pytest.mark.slow
 def test_the_experiment_is_marked_as_model_training(store):
     experiment = store["client"].get_experiment_by_name("cards")
-    assert experiment.tags[tracking.EXPERIMENT_KIND_TAG] == "custom_model_development"
+    assert experiment.tags[EXPERIMENT_KIND_TAG] == "custom_model_development"
 
 
 @pytest.mark.slow
@@ -78,7 +81,7 @@ def test_the_version_carries_the_evaluated_card_as_description_and_as_model_card
     description = store["version"].description
     for section in ("Data", "Recipe", "Training", card.EVALUATION, "Intended use and limits"):
         assert f"\n## {section}\n" in description
-    digest = tracking.data_digest(paths.processed_dir("synthetic", store["root"]))
+    digest = data_digest(paths.processed_dir("synthetic", store["root"]))
     assert f"`{digest}`" in description and "train 48, val 6" in description
     assert all(f"`{name}`" in description for name in CLASSES) and "| optimizer | adamw, lr 0.01" in description
     assert "| precision | " + store["run"].data.params["precision"] + " |" in description
@@ -108,7 +111,7 @@ def test_the_registered_model_itself_carries_the_champions_evaluated_card(store)
 
 
 def test_class_names_become_metric_names_mlflow_takes():
-    assert tracking.iou_metrics({"tv/monitor": 0.5, "potted plant": 0.25, "..": 0.1, "café": 0.2, "absent": None}) \
+    assert iou_metrics({"tv/monitor": 0.5, "potted plant": 0.25, "..": 0.1, "café": 0.2, "absent": None}) \
         == {"iou/tv_monitor": 0.5, "iou/potted plant": 0.25, "iou/_": 0.1, "iou/café": 0.2}
 
 
@@ -116,10 +119,10 @@ def test_an_experiment_made_before_gets_the_kind_and_a_chosen_kind_is_kept(tmp_p
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
     mlflow.set_tracking_uri(uri)
     mlflow.create_experiment("old")
-    mlflow.create_experiment("traces", tags={tracking.EXPERIMENT_KIND_TAG: "genai_development"})
+    mlflow.create_experiment("traces", tags={EXPERIMENT_KIND_TAG: "genai_development"})
     for name in ("old", "traces"):
-        tracking.setup_experiment(MlflowParams(tracking_uri=uri, experiment=name))
-    kinds = {name: mlflow.get_experiment_by_name(name).tags[tracking.EXPERIMENT_KIND_TAG] for name in ("old", "traces")}
+        setup_experiment(MlflowParams(tracking_uri=uri, experiment=name))
+    kinds = {name: mlflow.get_experiment_by_name(name).tags[EXPERIMENT_KIND_TAG] for name in ("old", "traces")}
     assert kinds == {"old": "custom_model_development", "traces": "genai_development"}
 
 

@@ -9,7 +9,7 @@ import mlflow
 import numpy as np
 import pytest
 
-from pipeline.model_registry import CHAMPION, Measurement, register_and_promote, registered_name, settle_champion
+from pipeline.tracking.registry import CHAMPION, Measurement, register_and_promote, registered_name, settle_champion
 
 SYNTHETIC = ["background", "disc", "square", "triangle", "star", "cross"]
 

@@ -16,7 +16,7 @@ import yaml
 from PIL import Image
 
 from pipeline import predict
-from pipeline.model_registry import CHAMPION, Measurement, register_and_promote
+from pipeline.tracking.registry import CHAMPION, Measurement, register_and_promote
 from tests.project_repo import REPO_ROOT, clean_env, make_project, run
 from tests.synthetic_data import tiny_training
 from tests.team_services import ADMIN, ADMIN_PASSWORD, S3_KEYS, MlflowServer, Postgres, S3Server

@@ -7,8 +7,9 @@ import mlflow
 import numpy as np
 import pytest
 
-from pipeline import tracking
 from pipeline.config import Params, active, flatten, parse
+from pipeline.secrets import redact
+from pipeline.tracking.run import data_digest, log_dataset, log_run_params, sweep_of
 
 
 @pytest.mark.parametrize("value, expected", [
@@ -19,7 +20,7 @@ from pipeline.config import Params, active, flatten, parse
     (0.001, 0.001),
 ])
 def test_credentials_are_redacted(value, expected):
-    assert tracking.redact(value) == expected
+    assert redact(value) == expected
 
 
 def test_only_the_chosen_model_and_dataset_blocks_are_active():
@@ -38,8 +39,8 @@ def test_params_and_dataset_input_read_back_through_the_client(tmp_path: Path):
     mlflow.set_tracking_uri(f"sqlite:///{tmp_path / 'mlflow.db'}")
     params = parse(Params, {"data": {"dataset": "voc2012", "voc2012": {"urls": ["https://u:p@h/x.tar"]}}}, "")
     with mlflow.start_run() as run:
-        tracking.log_run_params(flatten(active(params)), {"precision": "fp32", "num_threads": 2})
-        tracking.log_dataset("voc2012", "https://u:p@h/x.tar", tracking.data_digest(processed))
+        log_run_params(flatten(active(params)), {"precision": "fp32", "num_threads": 2})
+        log_dataset("voc2012", "https://u:p@h/x.tar", data_digest(processed))
     logged = mlflow.MlflowClient().get_run(run.info.run_id)
     assert logged.data.params["data.voc2012.urls"] == "['https://***@h/x.tar']"
     assert logged.data.params["precision"] == "fp32" and "models.smp.encoder" not in logged.data.params
@@ -75,7 +76,7 @@ def test_two_runs_logging_the_same_new_data_at_once_both_record_it(tmp_path: Pat
     event.listen(Session, "before_flush", other_worker_logs_the_data_first)
     try:
         with mlflow.start_run(experiment_id=experiment) as run:
-            tracking.log_dataset("synthetic", str(processed), tracking.data_digest(processed))
+            log_dataset("synthetic", str(processed), data_digest(processed))
     finally:
         event.remove(Session, "before_flush", other_worker_logs_the_data_first)
     assert raced
@@ -89,4 +90,4 @@ def test_two_runs_logging_the_same_new_data_at_once_both_record_it(tmp_path: Pat
                                               ("bally-dace", None), ("lr", None), (None, None)])
 def test_the_sweep_is_the_name_dvc_numbers_a_grid_under(exp_name, sweep):
     """`dvc exp run --queue -n NAME -S 'k=a,b'` names its runs NAME-1, NAME-2; DVC's random names have no number."""
-    assert tracking.sweep_of(exp_name) == sweep
+    assert sweep_of(exp_name) == sweep

@@ -20,7 +20,6 @@ import pandas as pd
 import pytest
 import torch
 
-from pipeline import tracking
 from pipeline.config import EvaluateParams, Params, as_dict, parse
 from pipeline.data.interim import write_interim
 from pipeline.data.preprocess import preprocess
@@ -30,6 +29,7 @@ from pipeline.data.sources.voc import read_custom_voc
 from pipeline.evaluation.evaluate import evaluate
 from pipeline.models.checkpoint import load_checkpoint
 from pipeline.paths import TrainOutputs
+from pipeline.tracking.attach import run_of_model
 from pipeline.training.health import TrainingDiverged
 from pipeline.training.loop import train
 from pipeline.training.state import read_state
@@ -73,7 +73,7 @@ def run_history(tmp_path: Path, run_id: str) -> list[int]:
 
 def run_of(model_file: Path) -> str:
     """The run that wrote the checkpoint, found as the evaluate and plot stages find it (no run id in the file)."""
-    run_id = tracking.run_of_model(mlflow.get_experiment_by_name("tests").experiment_id, model_file)
+    run_id = run_of_model(mlflow.get_experiment_by_name("tests").experiment_id, model_file)
     assert run_id is not None, f"no run tagged with the digest of {model_file}"
     return run_id
 

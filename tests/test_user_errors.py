@@ -13,8 +13,8 @@ import pytest
 import yaml
 from mlflow import MlflowClient
 
-from pipeline import tracking
 from pipeline.config import MlflowParams
+from pipeline.tracking.store import TrackingStoreError, setup_experiment
 from stages.cli import RESTORE_COMMAND
 from tests.synthetic_data import tiny_training
 from tests.team_services import free_port
@@ -46,8 +46,8 @@ def test_an_unusable_mlflow_store_is_named(tmp_path: Path):
     blocker = tmp_path / "not_a_folder"
     blocker.write_text("a file where the store's folder should be")
     uri = f"sqlite:///{blocker / 'mlflow.db'}"
-    with pytest.raises(tracking.TrackingStoreError, match=r"mlflow.tracking_uri: cannot use the MLflow store sqlite"):
-        tracking.setup_experiment(MlflowParams(tracking_uri=uri, experiment="x"))
+    with pytest.raises(TrackingStoreError, match=r"mlflow.tracking_uri: cannot use the MLflow store sqlite"):
+        setup_experiment(MlflowParams(tracking_uri=uri, experiment="x"))
 
 
 def test_an_unreachable_tracking_server_is_one_line_within_seconds(tmp_path: Path):
@@ -55,8 +55,8 @@ def test_an_unreachable_tracking_server_is_one_line_within_seconds(tmp_path: Pat
     uri = f"http://127.0.0.1:{free_port()}"  # nobody listens there
     started = time.monotonic()
     try:
-        with pytest.raises(tracking.TrackingStoreError) as error:
-            tracking.setup_experiment(MlflowParams(tracking_uri=uri, experiment="x"))
+        with pytest.raises(TrackingStoreError) as error:
+            setup_experiment(MlflowParams(tracking_uri=uri, experiment="x"))
     finally:
         mlflow.set_tracking_uri(None)
     assert time.monotonic() - started < 30

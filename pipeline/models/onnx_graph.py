@@ -32,7 +32,7 @@ MAX_LOGIT_DIFFERENCE = 1e-3  # parity with torch: largest |logit difference| all
 MIN_SAME_CLASS = 0.999  # ...and the least share of pixels with the same class
 CHECK_SEED = 0
 FILE_NAME = "model.onnx"
-ARTIFACT_KEY = "onnx"  # the graph among a logged MLflow model's artifacts (tracking.log_model)...
+ARTIFACT_KEY = "onnx"  # the graph among a logged MLflow model's artifacts (tracking/logged_model.py)...
 IN_MLFLOW_MODEL = Path("artifacts") / FILE_NAME  # ...and where MLflow keeps it inside the model folder
 
 

@@ -1,4 +1,4 @@
-"""The MLflow pyfunc of a trained model, logged as "models from code" (tracking.log_model).
+"""The MLflow pyfunc of a trained model, logged as "models from code" (tracking/logged_model.py).
 
 MLflow runs this file to load the model (`mlflow.pyfunc.load_model`, `mlflow models serve`); the project's
 own loader never does (checkpoint.load_model reads the weights file alone). The weights come from the logged

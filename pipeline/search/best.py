@@ -2,7 +2,7 @@
 
 Trials log their models to their runs but register nothing (a study of 50 trials must not add 50 versions); the
 study's best complete trial (pruned and failed ones never are) is registered from its run, with what its val mIoU
-was measured on, and judged for `champion` by the registry's comparable-runs rule (pipeline/model_registry.py).
+was measured on, and judged for `champion` by the registry's comparable-runs rule (pipeline/tracking/registry.py).
 """
 from __future__ import annotations
 
@@ -13,11 +13,14 @@ import mlflow
 import optuna
 from optuna.trial import FrozenTrial
 
-from pipeline import tracking
 from pipeline.config import Params
-from pipeline.model_registry import Measurement, register_and_promote, settle_champion
 from pipeline.models import card
 from pipeline.search.space import format_value
+from pipeline.secrets import redact
+from pipeline.tracking.logged_model import REGISTERED_NAME_TAG, logged_models_of
+from pipeline.tracking.registry import Measurement, register_and_promote, settle_champion
+from pipeline.tracking.run import run_exists
+from pipeline.tracking.store import setup_experiment
 from pipeline.training.health import NOT_REGISTERED_TAG
 from pipeline.training.pruning import RUN_ID_ATTR
 
@@ -55,10 +58,10 @@ def register_best(study: optuna.Study, params: Params) -> None:
         log.info(f"study {study.study_name} has no complete trial: nothing to register")
         return
     run_id = best.user_attrs.get(RUN_ID_ATTR)
-    tracking.setup_experiment(params.mlflow)
+    setup_experiment(params.mlflow)
     client = mlflow.MlflowClient()
-    if run_id is None or not tracking.run_exists(run_id):
-        log.warning(f"trial {best.number}'s MLflow run {run_id} is not in {tracking.redact(mlflow.get_tracking_uri())}:"
+    if run_id is None or not run_exists(run_id):
+        log.warning(f"trial {best.number}'s MLflow run {run_id} is not in {redact(mlflow.get_tracking_uri())}:"
                     " its model is not registered")
         return
     registered = client.search_model_versions(f"run_id = '{run_id}'")
@@ -70,15 +73,15 @@ def register_best(study: optuna.Study, params: Params) -> None:
 
 
 def register_run_model(client: mlflow.MlflowClient, run_id: str) -> None:
-    """Register the model a trial's run logged, with the tags the training left for it (tracking.registration_tags)."""
+    """Register the model a trial's run logged, with the tags the training left for it (registration_tags)."""
     tags = client.get_run(run_id).data.tags
-    model_ids = tracking.logged_models_of(client, run_id)
+    model_ids = logged_models_of(client, run_id)
     measurement = Measurement.from_tags(tags)
-    if not model_ids or measurement is None or tracking.REGISTERED_NAME_TAG not in tags:
+    if not model_ids or measurement is None or REGISTERED_NAME_TAG not in tags:
         why = tags.get(NOT_REGISTERED_TAG, "it logged no model, or not as a trial")
         log.warning(f"the best trial's model (MLflow run {run_id}) is not registered: {why}")
         return
-    name = tags[tracking.REGISTERED_NAME_TAG]
+    name = tags[REGISTERED_NAME_TAG]
     version = register_and_promote(f"models:/{model_ids[0]}", name, measurement, float(tags["segmentation.val_miou"]),
                                    description=stored_card(client, model_ids[0]))
     keep_one_version(client, run_id, name, version.version)
@@ -95,7 +98,7 @@ def keep_one_version(client: mlflow.MlflowClient, run_id: str, name: str, mine: 
 
 
 def stored_card(client: mlflow.MlflowClient, model_id: str) -> str:
-    """The model card the training stored with the logged model (tracking.store_card), or none."""
+    """The model card the training stored with the logged model (store_card), or none."""
     from mlflow.environment_variables import MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR
 
     location = f"{client.get_logged_model(model_id).artifact_location}/{card.FILE_NAME}"

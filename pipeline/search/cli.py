@@ -97,10 +97,10 @@ def search(args: argparse.Namespace) -> int:
         sampler=search_space.sampler.build(**seed(search_space, args.worker)))
     check_direction(study, search_space)
     study.set_user_attr("metric", search_space.file.metric)  # for --best, which reads no space file
-    from pipeline import tracking
     from pipeline.search import best  # MLflow and torch take seconds to import: once the storage answered
+    from pipeline.tracking.store import setup_experiment
 
-    tracking.setup_experiment(params.mlflow)  # once, before any trial: concurrent first uses race (mlflow#10334)
+    setup_experiment(params.mlflow)  # once, before any trial: concurrent first uses race (mlflow#10334)
     remaining = args.trials - finished(study)
     worker = Worker(args.study, args.storage, search_space, args.fixed, Path.cwd())
     if remaining > 0:

@@ -22,11 +22,10 @@ import torch
 from torch import nn
 from tqdm import tqdm
 
-from pipeline import atomic, tracking
+from pipeline import atomic
 from pipeline.config import Params, active, flatten
 from pipeline.data.dataset import read_manifest
 from pipeline.logs import duration
-from pipeline.model_registry import Measurement, check_rights_to_register, registered_name
 from pipeline.models import card
 from pipeline.models.checkpoint import save_checkpoint
 from pipeline.models.inference import class_indices, predict_batch
@@ -35,6 +34,21 @@ from pipeline.models.segmenter import SegmentationModel
 from pipeline.paths import TrainOutputs
 from pipeline.scoring.loader import score_loader
 from pipeline.scoring.metrics import majority_class_miou
+from pipeline.tracking.attach import tag_model_file
+from pipeline.tracking.logged_model import log_and_promote_model, registration_tags
+from pipeline.tracking.registry import Measurement, check_rights_to_register, registered_name
+from pipeline.tracking.run import (
+    close_abandoned_run,
+    data_digest,
+    log_dataset,
+    log_epoch,
+    log_missing_epochs,
+    log_run_params,
+    probe_artifact_store,
+    run_exists,
+    training_run,
+)
+from pipeline.tracking.store import is_server, setup_experiment
 from pipeline.training import budget, distributed, pruning, reports
 from pipeline.training.device import autocast, memory_format, pick_device, pick_precision
 from pipeline.training.graceful_stop import GracefulStop
@@ -196,8 +210,8 @@ def train(params: Params, processed_dir: Path, outputs: TrainOutputs, time_budge
             remove_stale_temporaries(outputs)
             report_unseen_classes(manifest, processed_dir)
         # before init_from, which may name a model in the store
-        experiment_id = tracking.setup_experiment(params.mlflow) if main else None
-        if main and tracking.is_server(mlflow.get_tracking_uri()):  # a local store has no users to refuse
+        experiment_id = setup_experiment(params.mlflow) if main else None
+        if main and is_server(mlflow.get_tracking_uri()):  # a local store has no users to refuse
             check_rights_to_register(model_name(params, manifest["classes"]))
         identity = fingerprint(without_launch_params(flatten(active(params))), manifest)  # a budget, not its epochs
         state = distributed.from_main(resume_or_start(outputs.state, identity) if main else None)
@@ -207,11 +221,11 @@ def train(params: Params, processed_dir: Path, outputs: TrainOutputs, time_budge
         if main:
             log.info(describe(params, trainer))
         flat_params = flatten(active(params))
-        digest = tracking.data_digest(processed_dir) if main else None  # reads every array: once, for run and card
+        digest = data_digest(processed_dir) if main else None  # reads every array: once, for run and card
         if state.epoch:
             trainer.restore(state)
         try:
-            with trainer.stop.listening(), (tracking.training_run(experiment_id, state.run_id, params) if main
+            with trainer.stop.listening(), (training_run(experiment_id, state.run_id, params) if main
                                              else nullcontext()) as run:
                 with trainer.stop.deferring():
                     if main and state.run_id is None:
@@ -221,9 +235,9 @@ def train(params: Params, processed_dir: Path, outputs: TrainOutputs, time_budge
                         mlflow.set_tags(trainer.trial.tags())
                         trainer.trial.started(run.info.run_id)
                     if main:
-                        tracking.log_missing_epochs(run.info.run_id, state.history)
+                        log_missing_epochs(run.info.run_id, state.history)
                         write_resolved(params, outputs, trainer)
-                        tracking.probe_artifact_store(outputs.resolved, "reports/train")  # before any epoch
+                        probe_artifact_store(outputs.resolved, "reports/train")  # before any epoch
                     resumed_after, started = state.epoch, time.perf_counter()
                     run_epochs(params, outputs, state, trainer, time_budget)
                 if main:
@@ -320,7 +334,7 @@ def save_epoch(params: Params, outputs: TrainOutputs, state: TrainState, trainer
     state.model, state.optimizer = trainer.model.state_dict(), trainer.optimizer.state_dict()
     state.scheduler = trainer.scheduler.state_dict()
     state.save(outputs.state)
-    tracking.log_epoch(row)
+    log_epoch(row)
 
 
 def budget_spent(started: float, time_budget: float | None) -> bool:
@@ -345,10 +359,10 @@ def epoch_seed(seed: int, epoch: int, rank: int) -> int:
 
 def log_run(params: Params, flat_params: dict, trainer: Trainer, processed_dir: Path, data_digest: str) -> None:
     """What makes this run what it is: the active params, the values resolved on this machine, the data."""
-    tracking.log_run_params(flat_params, {
+    log_run_params(flat_params, {
         "model.num_parameters": count_parameters(trainer.model), "data.num_train": trainer.data.num_train,
         "data.num_val": trainer.data.num_val, **resolved_settings(trainer), **run_conditions(trainer)})
-    tracking.log_dataset(params.data.dataset, params.data.own_root or str(processed_dir), data_digest)
+    log_dataset(params.data.dataset, params.data.own_root or str(processed_dir), data_digest)
 
 
 def write_resolved(params: Params, outputs: TrainOutputs, trainer: Trainer) -> None:
@@ -380,10 +394,10 @@ def resume_or_start(path: Path, identity: str) -> TrainState:
     """The interrupted state of this same training, or a fresh one."""
     state = read_state(path)
     if state is not None and not state.completed and not state.continues(identity) and state.run_id:
-        tracking.close_abandoned_run(state.run_id)  # its state is about to be replaced: it can never resume
+        close_abandoned_run(state.run_id)  # its state is about to be replaced: it can never resume
     if state is not None and not state.continues(identity):
         state = None
-    if state is not None and state.run_id and not tracking.run_exists(state.run_id):
+    if state is not None and state.run_id and not run_exists(state.run_id):
         log.warning(f"{path} continues MLflow run {state.run_id}, which is not in the store or was deleted; "
                     "starting afresh")
         state = None
@@ -403,7 +417,7 @@ def finish(params: Params, outputs: TrainOutputs, state: TrainState, trainer: Tr
                              trainer.image_size)
     best_model.load_state_dict(state.best_weights)
     save_checkpoint(outputs.model, best_model, params.model, model_params, epoch=best["best_epoch"])
-    tracking.tag_model_file(outputs.model)  # how evaluate and plot find this run: no run id in DVC's outputs
+    tag_model_file(outputs.model)  # how evaluate and plot find this run: no run id in DVC's outputs
     reports.write_history(state.history, outputs.history)
     reports.write_metrics({**best, **trainer.trial.metrics()} if trainer.trial else best, outputs.metrics)
     reports.save_progress(trainer.data.progress_images, state.snapshots, outputs.progress)
@@ -425,9 +439,9 @@ def finish(params: Params, outputs: TrainOutputs, state: TrainState, trainer: Tr
         log.warning(refusal)
         mlflow.set_tag(NOT_REGISTERED_TAG, refusal)
     if trainer.trial:  # a study registers its best trial's model, not every trial's (pipeline/search/best.py)
-        mlflow.set_tags({**trainer.trial.end_tags(), **({} if refusal else tracking.registration_tags(
+        mlflow.set_tags({**trainer.trial.end_tags(), **({} if refusal else registration_tags(
             name, measured_on, best["val_miou"]))})
-    tracking.log_and_promote_model(outputs.model, name, measured_on, best["val_miou"], best_metrics, model_card,
+    log_and_promote_model(outputs.model, name, measured_on, best["val_miou"], best_metrics, model_card,
                                    params.mlflow.log_onnx, register=refusal is None and trainer.trial is None)
     state.completed = True
     run_id, state.run_id = state.run_id, None  # only an unfinished state needs its run: identical runs, equal bytes

@@ -102,7 +102,7 @@ def render_scene(rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
 
 # Each split draws from its own seed stream: sample i of train depends on (seed, i), sample i of val on
 # (seed, i, VAL_STREAM). So data.synthetic.num_train never changes the val images, and models trained on more or
-# fewer images stay comparable in the registry (model_registry.py compares val data by digest). The stream comes
+# fewer images stay comparable in the registry (tracking/registry.py compares val data by digest). The stream comes
 # last and is not 0: numpy's SeedSequence reads (seed, 1, 0) as (seed, 1), train's sample 1.
 VAL_STREAM = 1
 
