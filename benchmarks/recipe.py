@@ -5,7 +5,7 @@
 
 On a VOC-layout folder it trains (a) the plain reference of benchmarks/recipe_reference.py and (b) each
 model with the recipe params.yaml and its defaults give it, through the train stage's own code (merge, preprocess and
-`pipeline.training.loop.train`, only `data.*`, `model`, `train.epochs`, `train.seed` and any
+`pipeline.training.train.train`, only `data.*`, `model`, `train.epochs`, `train.seed` and any
 `--set KEY=VALUE` changed), and
 prints per seed and epoch the val mIoU (dataset-level, 256², 255 ignored) and elapsed seconds of each, then
 each model's best val mIoU as mean ± sample standard deviation over the seeds, its difference from the
@@ -48,7 +48,7 @@ from pipeline.data.preprocess import preprocess
 from pipeline.data.sources.voc import read_custom_voc
 from pipeline.logs import configure_logging
 from pipeline.paths import TrainOutputs
-from pipeline.training.loop import train
+from pipeline.training.train import train
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 REFERENCE = "reference"

@@ -27,7 +27,7 @@ from pipeline.data.sources import read_source
 from pipeline.evaluation.evaluate import evaluate
 from pipeline.logs import configure_logging
 from pipeline.paths import TrainOutputs
-from pipeline.training.loop import train
+from pipeline.training.train import train
 from scripts.make_single_class_root import build
 
 

@@ -3,7 +3,7 @@ With `train.distributed.nproc_per_node` above 1 it re-launches itself through to
 from pipeline import paths
 from pipeline.config import Params
 from pipeline.training import distributed
-from pipeline.training.loop import train
+from pipeline.training.train import train
 from stages.cli import run_stage
 
 

@@ -31,9 +31,9 @@ from pipeline.models.checkpoint import load_checkpoint
 from pipeline.paths import TrainOutputs
 from pipeline.scoring.loader import score_loader
 from pipeline.training.distributed import MULTI_NODE_SETTINGS, torchrun_arguments
-from pipeline.training.loop import train
 from pipeline.training.losses import build_loss
 from pipeline.training.setup import build_data
+from pipeline.training.train import train
 from tests.synthetic_data import processed_synthetic
 
 REPO_ROOT = Path(__file__).resolve().parents[1]

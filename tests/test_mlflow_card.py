@@ -20,7 +20,7 @@ from pipeline.models import card
 from pipeline.tracking.attach import iou_metrics
 from pipeline.tracking.run import data_digest
 from pipeline.tracking.store import EXPERIMENT_KIND_TAG, setup_experiment
-from pipeline.training.loop import train
+from pipeline.training.train import train
 from stages import evaluate as evaluate_stage
 
 CLASSES = ["background", "disc", "square", "triangle", "star", "cross"]

@@ -20,7 +20,7 @@ from pipeline.data.sources.folder import read_folder
 from pipeline.data.sources.single_class import read_single_class
 from pipeline.data.sources.voc import VOC_CLASSES, read_custom_voc, read_voc2012
 from pipeline.errors import UserError
-from pipeline.training.loop import report_unseen_classes
+from pipeline.training.start import report_unseen_classes
 from tests import own_data
 
 HEIGHT, WIDTH = 12, 16

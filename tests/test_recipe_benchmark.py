@@ -12,7 +12,7 @@ import pytest
 from benchmarks.recipe import load_results, summarize
 from pipeline.config import Params, parse
 from pipeline.paths import TrainOutputs
-from pipeline.training.loop import train
+from pipeline.training.train import train
 from tests.synthetic_data import processed_synthetic
 
 

@@ -31,9 +31,9 @@ from pipeline.models.checkpoint import load_checkpoint
 from pipeline.paths import TrainOutputs
 from pipeline.tracking.attach import run_of_model
 from pipeline.training.health import TrainingDiverged
-from pipeline.training.loop import train
 from pipeline.training.state import read_state
 from pipeline.training.threads import resolve_threads
+from pipeline.training.train import train
 from tests.synthetic_data import write_single_class_root
 
 pytestmark = pytest.mark.slow  # trains models and runs real MLflow stores
@@ -120,7 +120,7 @@ from pathlib import Path
 from pipeline.config import Params, parse
 from pipeline.paths import TrainOutputs
 from pipeline.training.health import TrainingDiverged
-from pipeline.training.loop import train
+from pipeline.training.train import train
 from stages.cli import interrupt_on_sigterm
 interrupt_on_sigterm()
 params = parse(Params, json.loads({params!r}), "")

@@ -16,7 +16,7 @@ from pipeline.data.sources.single_class import read_single_class
 from pipeline.paths import TrainOutputs
 from pipeline.scoring.metrics import majority_class_miou
 from pipeline.training.health import NOT_REGISTERED_TAG, TrainingDiverged, check_not_exploded, registration_refusal
-from pipeline.training.loop import train
+from pipeline.training.train import train
 from tests.synthetic_data import processed_synthetic, write_single_class_root
 
 pytestmark = pytest.mark.slow  # trains models

@@ -19,7 +19,6 @@ from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from itertools import islice
 from pathlib import Path
-from typing import Any, Protocol
 
 import torch
 
@@ -28,23 +27,13 @@ from pipeline.errors import UserError
 from pipeline.training import distributed
 from pipeline.training.setup import seed_everything
 from pipeline.training.state import TrainState
+from pipeline.training.trainer import Trainer
 
 log = logging.getLogger(__name__)
 
 PROBE_STEPS = 5        # timed training steps, after one untimed step (first-call allocations, the loader's start)
 PROBE_VAL_BATCHES = 2  # timed validation batches, likewise
 SAFETY = 0.05          # of the budget, kept for what the probe does not time: per-epoch logging, a busier machine
-
-
-class Trainer(Protocol):
-    """What the probe uses of loop.Trainer (imported from there, the two modules would import each other)."""
-    data: Any
-    model: torch.nn.Module
-    optimizer: torch.optim.Optimizer
-
-    def train_one_epoch(self, description: str) -> tuple[float, int]: ...
-
-    def validate(self) -> dict: ...
 
 
 class BudgetTooSmall(UserError):
