@@ -1,6 +1,6 @@
 """Write the manual's reference pages from what they describe, so they cannot drift from it:
 
-- docs/reference/settings.md: every setting, from the pydantic schema in pipeline/config.py (type, allowed values,
+- docs/reference/settings.md: every setting, from the pydantic schema in pipeline/config/ (type, allowed values,
   range, default, and the comment beside the field in the source);
 - docs/reference/stages.md: every stage's command, dependencies, params and outputs, from dvc.yaml;
 - docs/reference/cli.md: the `--help` of the project's commands.
@@ -182,8 +182,8 @@ PARAMS_COMMENTS = params_file_comments()
 def settings_page() -> str:
     intro = [
         "# Settings", "",
-        GENERATED.replace("the source it names", "pipeline/config.py"),
-        "Every setting a run reads, from the schema in `pipeline/config.py`, with its type, its default and the "
+        GENERATED.replace("the source it names", "pipeline/config/"),
+        "Every setting a run reads, from the schema in `pipeline/config/`, with its type, its default and the "
         "comment beside it in the source (or, failing that, in `params.yaml`). `params.yaml` holds the few that "
         "experiments change; every other key keeps the default below. Set one for an experiment with "
         "`dvc exp run -S ++key=value` (`++` adds a key that `params.yaml` does not hold yet), and print every value a "

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 import yaml
-from pydantic import ValidationError
+from pydantic import BaseModel, ValidationError
 
 from pipeline import config
 from pipeline.config import (
@@ -355,7 +355,7 @@ def numeric_fields(model: type, prefix: str = "") -> typing.Iterator[tuple[str, 
     """(dotted key, FieldInfo) of every int or float param, walking the nested blocks."""
     for name, info in model.model_fields.items():
         annotation = info.annotation
-        if isinstance(annotation, type) and issubclass(annotation, config.BaseModel):
+        if isinstance(annotation, type) and issubclass(annotation, BaseModel):
             yield from numeric_fields(annotation, f"{prefix}{name}.")
         elif {int, float} & set(leaf_types(annotation)):
             yield f"{prefix}{name}", info

@@ -16,6 +16,7 @@ import yaml
 from pydantic import Field, model_validator
 
 from pipeline.config import (
+    Block,
     Bool,
     ConfigError,
     EpochCount,
@@ -24,8 +25,7 @@ from pipeline.config import (
     Int,
     Params,
     Str,
-    _Block,
-    _invalid,
+    invalid,
     load_params,
     parse,
 )
@@ -33,7 +33,7 @@ from pipeline.config import (
 HISTORY_COLUMNS = ("val_miou", "val_loss", "val_pixel_accuracy")  # what training reports each epoch
 
 
-class FloatRange(_Block):
+class FloatRange(Block):
     type: Literal["float"]
     low: Float
     high: Float
@@ -44,7 +44,7 @@ class FloatRange(_Block):
     def _ordered(self) -> FloatRange:
         check_range(self.low, self.high, self.log)
         if self.log and self.step is not None:
-            raise _invalid("step", "a log range takes no step")
+            raise invalid("step", "a log range takes no step")
         return self
 
     def endpoints(self) -> list[Any]:
@@ -54,7 +54,7 @@ class FloatRange(_Block):
         return trial.suggest_float(name, self.low, self.high, log=self.log, step=self.step)
 
 
-class IntRange(_Block):
+class IntRange(Block):
     type: Literal["int"]
     low: Int
     high: Int
@@ -73,7 +73,7 @@ class IntRange(_Block):
         return trial.suggest_int(name, self.low, self.high, step=self.step, log=self.log)
 
 
-class Choice(_Block):
+class Choice(Block):
     type: Literal["choice"]
     values: Annotated[list[Str | Bool | Int | Float | None], Field(min_length=1)]
 
@@ -86,12 +86,12 @@ class Choice(_Block):
 
 def check_range(low: float, high: float, log: bool) -> None:
     if low > high:
-        raise _invalid("high", f"must be >= {{0}} ({low:g}), got {high:g}", "low")
+        raise invalid("high", f"must be >= {{0}} ({low:g}), got {high:g}", "low")
     if log and low <= 0:
-        raise _invalid("low", f"must be > 0 for a log range, got {low:g}")
+        raise invalid("low", f"must be > 0 for a log range, got {low:g}")
 
 
-class _Engine(_Block):
+class _Engine(Block):
     """A sampler or pruner spec: its fields, less `type`, are the keyword arguments of optuna's class."""
     optuna_class: ClassVar[str]
 
@@ -155,7 +155,7 @@ PRUNERS = {"median": MedianPruner, "hyperband": HyperbandPruner, "threshold": Th
 Raw = dict[Str, Any]
 
 
-class SpaceFile(_Block):
+class SpaceFile(Block):
     """The file's top level; each range, the sampler and the pruner are checked by the class their `type` names."""
     params: Annotated[dict[Str, Raw], Field(min_length=1)]
     metric: Str = "val_miou"  # a key of metrics_file, the trial's value
@@ -178,7 +178,7 @@ class Space:
         return {key: distribution.suggest(trial, key) for key, distribution in self.params.items()}
 
 
-def parse_typed(kinds: dict[str, type[_Engine | _Block]], raw: dict, key: str) -> tuple[Any, list[str]]:
+def parse_typed(kinds: dict[str, type[_Engine | Block]], raw: dict, key: str) -> tuple[Any, list[str]]:
     """The block of the class `raw["type"]` names, or None and one line per problem."""
     kind = raw.get("type")
     if kind not in kinds:
