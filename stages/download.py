@@ -2,7 +2,7 @@
 from pipeline import paths
 from pipeline.config import Params
 from pipeline.data.sources import download_source
-from stages.cli import run_stage
+from stages.lifecycle.run import run_stage
 
 
 def main(params: Params) -> None:

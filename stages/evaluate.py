@@ -9,7 +9,7 @@ from pipeline.models import card
 from pipeline.tracking.attach import attach_to_run, iou_metrics
 from pipeline.tracking.logged_model import add_to_cards
 from pipeline.training.threads import use_threads
-from stages.cli import log_written, run_stage
+from stages.lifecycle.run import log_written, run_stage
 
 
 def main(params: Params) -> None:

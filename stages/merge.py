@@ -3,7 +3,7 @@ from pipeline import paths
 from pipeline.config import Params
 from pipeline.data.interim import write_interim
 from pipeline.data.sources import read_source
-from stages.cli import run_stage
+from stages.lifecycle.run import run_stage
 
 
 def main(params: Params) -> None:

@@ -3,7 +3,7 @@ from pipeline import paths
 from pipeline.config import Params
 from pipeline.reporting.figures import make_figures
 from pipeline.tracking.attach import attach_to_run
-from stages.cli import log_written, run_stage
+from stages.lifecycle.run import log_written, run_stage
 
 
 def main(params: Params) -> None:

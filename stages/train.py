@@ -4,7 +4,7 @@ from pipeline import paths
 from pipeline.config import Params
 from pipeline.training import distributed
 from pipeline.training.train import train
-from stages.cli import run_stage
+from stages.lifecycle.run import run_stage
 
 
 def main(params: Params) -> None:

@@ -11,7 +11,7 @@ import json
 from pipeline import paths
 from pipeline.atomic import atomic_path
 from pipeline.config import Params
-from stages.cli import run_stage
+from stages.lifecycle.run import run_stage
 
 
 def main(params: Params) -> None:

@@ -16,7 +16,7 @@ import yaml
 from PIL import Image
 
 from pipeline.config import flatten
-from stages.cli import RESTORE_COMMAND
+from stages.lifecycle.restore_hint import RESTORE_COMMAND
 from tests.project_repo import REPO_ROOT, TINY, clean_env, make_project, run
 
 pytestmark = pytest.mark.slow  # trains models and runs real MLflow stores

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from stages.cli import RESTORE_PATHS
+from stages.lifecycle.restore_hint import RESTORE_PATHS
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 PROJECT_PACKAGES = ("pipeline", "stages")
@@ -64,7 +64,7 @@ def test_a_removed_dep_is_caught():
 
 def test_the_restore_command_brings_back_every_output_git_holds():
     """Outputs DVC does not cache (cache: false) come back from git alone, so the restore command printed after a
-    failed workspace experiment (stages/cli.py) must name the folders they are in."""
+    failed workspace experiment (stages/lifecycle/restore_hint.py) must name the folders they are in."""
     uncached = [path for stage in STAGES.values() for kind in ("outs", "metrics", "plots")
                 for entry in stage.get(kind, []) if isinstance(entry, dict)
                 for path, options in entry.items() if options and options.get("cache") is False]

@@ -121,7 +121,7 @@ from pipeline.config import Params, parse
 from pipeline.paths import TrainOutputs
 from pipeline.training.health import TrainingDiverged
 from pipeline.training.train import train
-from stages.cli import interrupt_on_sigterm
+from stages.lifecycle.signals import interrupt_on_sigterm
 interrupt_on_sigterm()
 params = parse(Params, json.loads({params!r}), "")
 train(params, Path({processed!r}), TrainOutputs(**{{k: Path(v) for k, v in json.loads({outputs!r}).items()}}))

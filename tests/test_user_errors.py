@@ -15,7 +15,7 @@ from mlflow import MlflowClient
 
 from pipeline.config import MlflowParams
 from pipeline.tracking.store import TrackingStoreError, setup_experiment
-from stages.cli import RESTORE_COMMAND
+from stages.lifecycle.restore_hint import RESTORE_COMMAND
 from tests.synthetic_data import tiny_training
 from tests.team_services import free_port
 

@@ -28,7 +28,7 @@ from pipeline.search import space, storage
 from pipeline.search.worker import TrialFailed, Worker
 
 COUNTED = (TrialState.COMPLETE, TrialState.PRUNED)  # the trials --trials counts
-INTERRUPTED = 128 + signal.SIGINT  # as the stages exit on Ctrl-C (stages/cli.py)
+INTERRUPTED = 128 + signal.SIGINT  # as the stages exit on Ctrl-C (stages/lifecycle/signals.py)
 STUDY_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]*")  # part of each trial's experiment name, a git ref
 log = logging.getLogger(__name__)
 

@@ -1,10 +1,10 @@
 """How a search worker stops, and how a trial's `dvc exp run` stops with it.
 
-Ctrl-C once: the running trial finishes and no other starts (a trial boundary). Twice, or SIGTERM (a scheduler's
-stop): the trial's `dvc exp run` gets SIGTERM, of which DVC dies at once; its stage, which watches DVC, stops as on
-SIGTERM (stages/cli.py, training/graceful_stop.py: the MLflow run ends KILLED), the worker waits for it, and the trial
-is failed. The trial runs in its own session, so a terminal's Ctrl-C reaches the worker alone, which decides (a signal
-to the whole session would reach the stage twice, once directly and once from its DVC watch). A worker killed
+Ctrl-C once: the running trial finishes and no other starts (a trial boundary). Twice, or SIGTERM (a scheduler's stop):
+the trial's `dvc exp run` gets SIGTERM, of which DVC dies at once; its stage, which watches DVC, stops as on SIGTERM
+(stages/lifecycle/signals.py, training/graceful_stop.py: the MLflow run ends KILLED), the worker waits for it, and the
+trial is failed. The trial runs in its own session, so a terminal's Ctrl-C reaches the worker alone, which decides (a
+signal to the whole session would reach the stage twice, once directly and once from its DVC watch). A worker killed
 outright (SIGKILL, a lost node) cannot decide anything: on Linux its `dvc exp run` gets SIGTERM from the kernel
 (PR_SET_PDEATHSIG), DVC dies at once, and the stage, which watches DVC, stops as KILLED; the heartbeat lets another
 worker fail the trial and run it again (storage.py).

@@ -73,11 +73,11 @@ def sweep_of(exp_name: str | None) -> str | None:
 def training_run(experiment_id: str, run_id: str | None, params) -> Iterator[mlflow.ActiveRun]:
     """A new run named and tagged after the DVC experiment, or the interrupted run `run_id` to continue.
 
-    It ends FINISHED, FAILED on an error, or KILLED on Ctrl-C and SIGTERM (what `dvc queue kill` and schedulers
-    send; stages/cli.py turns it into KeyboardInterrupt, which training/graceful_stop.py defers to a batch boundary),
-    never left RUNNING. MLflow samples CPU, memory, disk, network (and NVIDIA GPUs, with nvidia-ml-py) into
-    `system/*` metrics from a thread that ending the run stops: every MLFLOW_SYSTEM_METRICS_SAMPLING_INTERVAL
-    seconds, 10 by default, under 10 ms of CPU each."""
+    It ends FINISHED, FAILED on an error, or KILLED on Ctrl-C and SIGTERM (what `dvc queue kill` and schedulers send;
+    stages/lifecycle/signals.py turns it into KeyboardInterrupt, which training/graceful_stop.py defers to a batch
+    boundary), never left RUNNING. MLflow samples CPU, memory, disk, network (and NVIDIA GPUs, with nvidia-ml-py) into
+    `system/*` metrics from a thread that ending the run stops: every MLFLOW_SYSTEM_METRICS_SAMPLING_INTERVAL seconds,
+    10 by default, under 10 ms of CPU each."""
     if run_id is not None:
         run = mlflow.start_run(run_id=run_id, log_system_metrics=True)
     else:

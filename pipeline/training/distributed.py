@@ -51,8 +51,8 @@ def torchrun_arguments(nproc_per_node: int, module: str, args: list[str]) -> lis
 def relaunch_under_torchrun(nproc_per_node: int, module: str) -> NoReturn:
     """Run torchrun in this process, starting `module` with the same arguments in `nproc_per_node` processes
     (it forwards SIGTERM and Ctrl-C to them, and fails as a whole when one of them fails). In this process, not
-    exec'd, so that the launcher keeps the thread with which stages/cli.py watches DVC: when DVC exits, the
-    launcher is signalled and stops the workers."""
+    exec'd, so that the launcher keeps the thread with which stages/lifecycle/signals.py watches DVC: when DVC exits,
+    the launcher is signalled and stops the workers."""
     arguments = torchrun_arguments(nproc_per_node, module, sys.argv[1:])
     log.info("launching: python -m torch.distributed.run " + shlex.join(arguments))
     try:

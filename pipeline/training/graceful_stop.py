@@ -1,19 +1,19 @@
 """Ctrl-C and SIGTERM stop a training at a safe point, not at whatever bytecode they land on.
 
-Raised as KeyboardInterrupt straight from the signal handler (stages/cli.py), a stop could cut an MLflow write to
-sqlite, whose open transaction then kept the database locked, so the run could not be closed as KILLED and stayed
-RUNNING; or torch.save of the training state, whose zip writer then failed on its own (the run FAILED). So while the
-training runs, the first SIGTERM or SIGINT is only recorded, and the loop stops itself at the next stop point (a
+Raised as KeyboardInterrupt straight from the signal handler (stages/lifecycle/signals.py), a stop could cut an MLflow
+write to sqlite, whose open transaction then kept the database locked, so the run could not be closed as KILLED and
+stayed RUNNING; or torch.save of the training state, whose zip writer then failed on its own (the run FAILED). So while
+the training runs, the first SIGTERM or SIGINT is only recorded, and the loop stops itself at the next stop point (a
 train or val batch boundary, between epochs) by raising KeyboardInterrupt there: the MLflow run closes as KILLED, the
 state of the last finished epoch stays resumable, nothing is registered. Under torchrun the processes agree at every
-train batch and between epochs (one all-reduce of the flag): a process that stopped alone would leave the others
-waiting in the next gradient all-reduce. Validation shards may differ in length, so there a process only ends its
-shard early and the agreement follows the val scores' own all-reduce.
+train batch and between epochs (one all-reduce of the flag): a process that stopped alone would leave the others waiting
+in the next gradient all-reduce. Validation shards may differ in length, so there a process only ends its shard early
+and the agreement follows the val scores' own all-reduce.
 
 A signal more than SAME_REQUEST_SECONDS after the first interrupts at once: a user insisting. Closer ones are the same
-request delivered twice (a SIGTERM to the process group, then the one stages/cli.py sends when DVC has exited), and
-are ignored even while the run is being closed. Outside `deferring()` (setting up, writing the final model) the first
-signal interrupts at once, as before.
+request delivered twice (a SIGTERM to the process group, then the one stages/lifecycle/signals.py sends when DVC has
+exited), and are ignored even while the run is being closed. Outside `deferring()` (setting up, writing the final model)
+the first signal interrupts at once, as before.
 """
 from __future__ import annotations
 
@@ -29,7 +29,7 @@ import torch
 from pipeline.training import distributed
 
 STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT)
-SAME_REQUEST_SECONDS = 2.0  # the DVC watch in stages/cli.py looks twice a second
+SAME_REQUEST_SECONDS = 2.0  # the DVC watch in stages/lifecycle/signals.py looks twice a second
 Batch = TypeVar("Batch")
 
 log = logging.getLogger(__name__)
