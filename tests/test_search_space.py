@@ -27,6 +27,23 @@ def write_space(tmp_path: Path, text: str) -> Path:
     return path
 
 
+# a mistyped lr, a misspelt key and a choice params.yaml refuses, then what each test adds
+BAD_PARAMS = """
+params:
+  train.lr: {type: float, low: 0, high: 0.01}
+  train.los: {type: choice, values: [ce, dice]}
+  train.loss: {type: choice, values: [ce, hinge]}
+"""
+
+
+def refusal(tmp_path: Path, text: str) -> tuple[Path, list[str]]:
+    """The space file written from `text`, and the lines of the error that refuses it."""
+    path = write_space(tmp_path, text)
+    with pytest.raises(ConfigError) as refused:
+        load_space(path, PARAMS, [])
+    return path, str(refused.value).splitlines()
+
+
 @pytest.mark.parametrize(("name", "fixed"), [("example.yaml", []), ("msrc.yaml", MSRC),
                                                     ("msrc_quick.yaml", MSRC)])
 def test_the_shipped_spaces_are_valid(name, fixed):
@@ -37,18 +54,11 @@ def test_the_shipped_spaces_are_valid(name, fixed):
 
 
 def test_every_problem_is_one_line_naming_the_file_and_the_key(tmp_path):
-    path = write_space(tmp_path, """
-params:
-  train.lr: {type: float, low: 0, high: 0.01}
-  train.los: {type: choice, values: [ce, dice]}
-  train.loss: {type: choice, values: [ce, hinge]}
+    path, lines = refusal(tmp_path, BAD_PARAMS + """\
   augment.crops_per_image: {type: int, low: 3, high: 1}
   train.epochs: {type: range, low: 1, high: 2}
 pruner: {type: median, n_startup_trial: 3}
 """)
-    with pytest.raises(ConfigError) as refused:
-        load_space(path, PARAMS, [])
-    lines = str(refused.value).splitlines()
     assert all(line.startswith(f"{path}: ") for line in lines), lines
     text = "\n".join(lines)
     assert "params.augment.crops_per_image.high: must be >= params.augment.crops_per_image.low" in text
@@ -58,16 +68,8 @@ pruner: {type: median, n_startup_trial: 3}
 
 
 def test_range_endpoints_and_choices_follow_params_yaml_rules(tmp_path):
-    path = write_space(tmp_path, """
-params:
-  train.lr: {type: float, low: 0, high: 0.01}
-  train.los: {type: choice, values: [ce, dice]}
-  train.loss: {type: choice, values: [ce, hinge]}
-  augment.crops_per_image: {type: int, low: 1, high: 2}
-""")
-    with pytest.raises(ConfigError) as refused:
-        load_space(path, PARAMS, [])
-    lines = [line.removeprefix(f"{path}: ") for line in str(refused.value).splitlines()]
+    path, lines = refusal(tmp_path, BAD_PARAMS + "  augment.crops_per_image: {type: int, low: 1, high: 2}\n")
+    lines = [line.removeprefix(f"{path}: ") for line in lines]
     assert lines[0] == "params.train.lr = 0.0: train.lr: expected a float in (0, 10] or auto, got 0.0"
     assert lines[1].startswith("params.train.los = 'ce': train.los: unknown key (did you mean 'loss'?)")
     assert lines[2] == ("params.train.loss = 'hinge': train.loss: 'hinge' is not allowed; choose one of ce, dice, "

@@ -33,7 +33,19 @@ from pipeline.config import (
 HISTORY_COLUMNS = ("val_miou", "val_loss", "val_pixel_accuracy")  # what training reports each epoch
 
 
-class FloatRange(Block):
+class NumericRange(Block):
+    """What float and int ranges share: low <= high, a log range above 0, both ends checked as params."""
+
+    @model_validator(mode="after")
+    def _ordered(self) -> NumericRange:
+        check_range(self.low, self.high, self.log)
+        return self
+
+    def endpoints(self) -> list[Any]:
+        return [self.low, self.high]
+
+
+class FloatRange(NumericRange):
     type: Literal["float"]
     low: Float
     high: Float
@@ -41,33 +53,21 @@ class FloatRange(Block):
     step: Float | None = None
 
     @model_validator(mode="after")
-    def _ordered(self) -> FloatRange:
-        check_range(self.low, self.high, self.log)
+    def _no_step_on_log(self) -> FloatRange:
         if self.log and self.step is not None:
             raise invalid("step", "a log range takes no step")
         return self
-
-    def endpoints(self) -> list[Any]:
-        return [self.low, self.high]
 
     def suggest(self, trial: Any, name: str) -> float:
         return trial.suggest_float(name, self.low, self.high, log=self.log, step=self.step)
 
 
-class IntRange(Block):
+class IntRange(NumericRange):
     type: Literal["int"]
     low: Int
     high: Int
     step: Annotated[Int, Field(ge=1)] = 1
     log: Bool = False
-
-    @model_validator(mode="after")
-    def _ordered(self) -> IntRange:
-        check_range(self.low, self.high, self.log)
-        return self
-
-    def endpoints(self) -> list[Any]:
-        return [self.low, self.high]
 
     def suggest(self, trial: Any, name: str) -> int:
         return trial.suggest_int(name, self.low, self.high, step=self.step, log=self.log)

@@ -12,7 +12,7 @@ import torch
 from torch.utils.data import DataLoader, DistributedSampler, Subset, get_worker_info
 
 from pipeline.config import ConfigError, Params, quote
-from pipeline.data.dataset import SegmentationArrays, build_augmentation
+from pipeline.data.dataset import SegmentationArrays, build_augmentation, read_manifest
 from pipeline.data.labels import IGNORE_INDEX
 from pipeline.models.registry import build_model
 from pipeline.models.segmenter import SegmentationModel
@@ -133,13 +133,15 @@ def build_segmentation_model(params: Params, class_names: list[str], image_size:
     return model
 
 
-def check_params_against_data(params: Params, manifest: dict, processed_dir: Path) -> None:
-    """What params.yaml cannot be checked for alone, checked before any work (a failure later would leave a FAILED
-    MLflow run behind): one class weight per class of the data."""
+def read_checked_manifest(params: Params, processed_dir: Path) -> dict:
+    """The processed data's manifest, and what params.yaml cannot be checked for alone checked against it before any
+    work (a failure later would leave a FAILED MLflow run behind): one class weight per class of the data."""
+    manifest = read_manifest(processed_dir)
     weights, classes = params.train.class_weights, manifest["classes"]
     if isinstance(weights, list) and len(weights) != len(classes):
         raise ConfigError(f"train.class_weights: {len(weights)} values for the {len(classes)} classes of "
                           f"{processed_dir} ({quote(classes)}); give one weight per class, in that order, or balanced")
+    return manifest
 
 
 def build_training_loss(params: Params, data: TrainData, num_classes: int) -> torch.nn.Module:

@@ -6,14 +6,24 @@ import dataclasses
 import logging
 from pathlib import Path
 
+import mlflow
 import torch
 
 from pipeline import atomic
-from pipeline.config import Params
+from pipeline.config import Params, active, flatten
 from pipeline.models.registry import count_parameters
 from pipeline.paths import TrainOutputs
-from pipeline.tracking.registry import registered_name
-from pipeline.tracking.run import close_abandoned_run, log_dataset, log_run_params, run_exists
+from pipeline.tracking.registry import check_rights_to_register, registered_name
+from pipeline.tracking.run import (
+    close_abandoned_run,
+    data_digest,
+    log_dataset,
+    log_missing_epochs,
+    log_run_params,
+    probe_artifact_store,
+    run_exists,
+)
+from pipeline.tracking.store import is_server, setup_experiment
 from pipeline.training import distributed, reports
 from pipeline.training.state import TrainState, read_state
 from pipeline.training.trainer import Trainer
@@ -108,3 +118,30 @@ def run_conditions(trainer: Trainer) -> dict:
     """How this machine ran the training, which leaves the numbers as they were: on the MLflow run and the model
     card, not in a DVC file."""
     return {"num_processes": distributed.world_size(), "num_workers": trainer.data.train_loader.num_workers}
+
+
+def prepare(params: Params, outputs: TrainOutputs, manifest: dict, processed_dir: Path) -> tuple[str, str]:
+    """Rank 0's work before the trainer is built: stale temporaries removed, unseen classes said, the MLflow
+    experiment opened (before init_from, which may name a model in the store) and, on a server, the right to register
+    checked. Returns the experiment's id and the data's digest (it reads every array: once, for run and card)."""
+    remove_stale_temporaries(outputs)
+    report_unseen_classes(manifest, processed_dir)
+    experiment_id = setup_experiment(params.mlflow)
+    if is_server(mlflow.get_tracking_uri()):  # a local store has no users to refuse
+        check_rights_to_register(model_name(params, manifest["classes"]))
+    return experiment_id, data_digest(processed_dir)
+
+
+def record_start(params: Params, outputs: TrainOutputs, state: TrainState, trainer: Trainer, run: mlflow.ActiveRun,
+                 processed_dir: Path, digest: str) -> None:
+    """Rank 0's records before the first epoch: a new run's params and data, the Optuna trial it runs as, the epochs
+    a resumed run lacks, resolved.json (also the artifact store's probe)."""
+    if state.run_id is None:
+        state.run_id = run.info.run_id
+        log_run(params, flatten(active(params)), trainer, processed_dir, digest)
+    if trainer.trial:
+        mlflow.set_tags(trainer.trial.tags())
+        trainer.trial.started(run.info.run_id)
+    log_missing_epochs(run.info.run_id, state.history)
+    write_resolved(params, outputs, trainer)
+    probe_artifact_store(outputs.resolved, "reports/train")  # before any epoch

@@ -14,30 +14,16 @@ import time
 from contextlib import nullcontext
 from pathlib import Path
 
-import mlflow
-
 from pipeline.config import Params, active, flatten
-from pipeline.data.dataset import read_manifest
 from pipeline.paths import TrainOutputs
-from pipeline.tracking.registry import check_rights_to_register
-from pipeline.tracking.run import data_digest, log_missing_epochs, probe_artifact_store, training_run
-from pipeline.tracking.store import is_server, setup_experiment
+from pipeline.tracking.run import training_run
 from pipeline.training import budget, distributed
 from pipeline.training.device import pick_device
 from pipeline.training.finish import finish
 from pipeline.training.health import TrainingDiverged
 from pipeline.training.loop import run_epochs
-from pipeline.training.setup import check_params_against_data, configure_torch
-from pipeline.training.start import (
-    describe,
-    log_run,
-    model_name,
-    remove_stale_temporaries,
-    report_unseen_classes,
-    resume_or_start,
-    without_launch_params,
-    write_resolved,
-)
+from pipeline.training.setup import configure_torch, read_checked_manifest
+from pipeline.training.start import describe, prepare, record_start, resume_or_start, without_launch_params
 from pipeline.training.state import fingerprint
 from pipeline.training.trainer import build_trainer
 
@@ -50,18 +36,11 @@ def train(params: Params, processed_dir: Path, outputs: TrainOutputs, time_budge
     Under torchrun every process trains and validates its share; rank 0 alone writes the state, the
     outputs and the MLflow run, and decides whether to resume. `time_budget` (seconds, a benchmark's knob
     rather than a recipe param) ends the training early, as a finished one (see run_epochs)."""
-    manifest = read_manifest(processed_dir)
-    check_params_against_data(params, manifest, processed_dir)
+    manifest = read_checked_manifest(params, processed_dir)
     configure_torch(params.train)
     with distributed.process_group(pick_device(params.train.device)) as device:
         main = distributed.is_main()
-        if main:
-            remove_stale_temporaries(outputs)
-            report_unseen_classes(manifest, processed_dir)
-        # before init_from, which may name a model in the store
-        experiment_id = setup_experiment(params.mlflow) if main else None
-        if main and is_server(mlflow.get_tracking_uri()):  # a local store has no users to refuse
-            check_rights_to_register(model_name(params, manifest["classes"]))
+        experiment_id, digest = prepare(params, outputs, manifest, processed_dir) if main else (None, None)
         identity = fingerprint(without_launch_params(flatten(active(params))), manifest)  # a budget, not its epochs
         state = distributed.from_main(resume_or_start(outputs.state, identity) if main else None)
         params = budget.fit_to_budget(params, state, lambda fitted: build_trainer(fitted, processed_dir, manifest,
@@ -69,24 +48,14 @@ def train(params: Params, processed_dir: Path, outputs: TrainOutputs, time_budge
         trainer = build_trainer(params, processed_dir, manifest, device)
         if main:
             log.info(describe(params, trainer))
-        flat_params = flatten(active(params))
-        digest = data_digest(processed_dir) if main else None  # reads every array: once, for run and card
         if state.epoch:
             trainer.restore(state)
         try:
             with trainer.stop.listening(), (training_run(experiment_id, state.run_id, params) if main
                                              else nullcontext()) as run:
                 with trainer.stop.deferring():
-                    if main and state.run_id is None:
-                        state.run_id = run.info.run_id
-                        log_run(params, flat_params, trainer, processed_dir, digest)
-                    if main and trainer.trial:
-                        mlflow.set_tags(trainer.trial.tags())
-                        trainer.trial.started(run.info.run_id)
                     if main:
-                        log_missing_epochs(run.info.run_id, state.history)
-                        write_resolved(params, outputs, trainer)
-                        probe_artifact_store(outputs.resolved, "reports/train")  # before any epoch
+                        record_start(params, outputs, state, trainer, run, processed_dir, digest)
                     resumed_after, started = state.epoch, time.perf_counter()
                     run_epochs(params, outputs, state, trainer, time_budget)
                 if main:
