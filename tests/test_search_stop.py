@@ -10,6 +10,7 @@ import time
 import mlflow
 import optuna
 import pytest
+import sqlalchemy
 from optuna.trial import TrialState
 
 from tests.project_repo import clean_env, make_project
@@ -21,10 +22,11 @@ SPACE = "params:\n  train.lr: {type: float, low: 0.001, high: 0.01, log: true}\n
 
 
 def created(storage: str) -> optuna.Study | None:
-    """The study once the worker has created it (its database may exist a moment before)."""
+    """The study once the worker has created it: its database file exists a moment before its tables do, and a reader
+    that opens it meanwhile races the worker's schema creation (`table ... already exists`)."""
     try:
         return optuna.load_study(study_name="stop", storage=storage)
-    except KeyError:
+    except (KeyError, sqlalchemy.exc.OperationalError):
         return None
 
 
